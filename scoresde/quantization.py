@@ -58,17 +58,19 @@ def dequantize(
     dequantization: str = "uniform",
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
+    u: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Map integers ``k`` in ``[0, levels)`` to the continuous model space.
 
     ``dequantization="uniform"``: ``x = lo + (hi - lo) (k + u) / levels`` with ``u ~ U[0, 1)``.
     ``dequantization="none"``: bin centres, ``u = 1/2`` (deterministic; use for display, not for
-    likelihoods).
+    likelihoods). A given ``u`` (shaped like ``x_int``, in ``[0, 1)``) replaces the uniform draw.
     """
     lo, hi = _check_range(data_range)
     k = x_int.to(dtype)
     if dequantization == "uniform":
-        u = torch.rand(k.shape, generator=generator, dtype=dtype, device=k.device)
+        if u is None:
+            u = torch.rand(k.shape, generator=generator, dtype=dtype, device=k.device)
     elif dequantization == "none":
         u = torch.full_like(k, 0.5)
     else:

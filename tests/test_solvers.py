@@ -1,0 +1,256 @@
+"""Samplers against the exact marginals of Gaussian mixtures (the oracle)."""
+
+import pytest
+import torch
+
+from scoresde import VESDE, VPSDE, GaussianMixture, SubVPSDE
+from scoresde.evaluation import sliced_wasserstein
+from scoresde.solvers import (
+    CORRECTORS,
+    PREDICTORS,
+    SDE_METHODS,
+    EulerMaruyama,
+    PredictorCorrector,
+    ProbabilityFlowODE,
+    SamplingError,
+    build_solver,
+    tweedie_denoise,
+)
+
+SDES = {"vp": VPSDE(), "subvp": SubVPSDE(), "ve": VESDE()}
+N = 4000
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small batched ops: one thread is faster and immune to a busy second core."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def mixture(dim):
+    """Non-isotropic, overlapping components (stds 0.1-0.6), unequal weights."""
+    return GaussianMixture.random(dim, 3, std_range=(0.1, 0.6), spread=0.8 if dim == 2 else 0.5, seed=0)
+
+
+def sw(a, b):
+    return sliced_wasserstein(a, b, num_projections=400, generator=torch.Generator().manual_seed(0))
+
+
+_REFERENCE = {}
+
+
+def reference(dim, name):
+    """Exact draws of p_eps and the noise floor: the mean SW-2 between 10 pairs of exact draws of
+    N points each. (A single pair is a poor floor: with separated modes SW-2 is dominated by the
+    random component counts, and one pair's value varies by +-35%.)"""
+    if (dim, name) not in _REFERENCE:
+        sde, gm = SDES[name], mixture(dim)
+        draws = [gm.sample(N, sde.sampling_eps, sde, generator=torch.Generator().manual_seed(100 + i))
+                 for i in range(20)]
+        floor = sum(sw(draws[2 * i], draws[2 * i + 1]) for i in range(10)) / 10
+        _REFERENCE[dim, name] = draws[:5], floor
+    return _REFERENCE[dim, name]
+
+
+SOLVERS = {
+    "em": lambda: EulerMaruyama(steps=1000, denoise=False),
+    "pc": lambda: PredictorCorrector(predictor="reverse_diffusion", corrector="langevin", steps=500,
+                                     denoise=False),
+    "ode": lambda: ProbabilityFlowODE(rtol=1e-5, atol=1e-5),
+}
+
+
+@pytest.mark.parametrize("solver_name", list(SOLVERS))
+@pytest.mark.parametrize("sde_name", list(SDES))
+@pytest.mark.parametrize("dim", [2, 16])
+def test_samples_match_the_exact_marginal(dim, sde_name, solver_name):
+    sde, gm = SDES[sde_name], mixture(dim)
+    solver = SOLVERS[solver_name]()
+    x = solver.sample(gm.score_fn(sde), sde, (N, dim), generator=torch.Generator().manual_seed(7))
+    assert x.shape == (N, dim) and torch.isfinite(x).all()
+    exact, floor = reference(dim, sde_name)
+    dist = sum(sw(x, e) for e in exact) / len(exact)
+    assert dist <= 1.5 * floor, f"SW2 {dist:.4f} vs noise floor {floor:.4f}"
+    # mixture weights: mean posterior responsibility of the samples, within MC error
+    resp = gm.responsibilities(x, sde.sampling_eps, sde).mean(0)
+    se = torch.sqrt(gm.weights * (1 - gm.weights) / N)
+    assert ((resp - gm.weights).abs() < 4 * se + 0.005).all(), (resp, gm.weights)
+
+
+@pytest.mark.parametrize("sde_name", list(SDES))
+def test_ode_encode_decode_round_trip(sde_name):
+    sde, gm = SDES[sde_name], mixture(2)
+    x = gm.sample(256, sde.sampling_eps, sde, generator=torch.Generator().manual_seed(1))
+    # at the default tolerance (1e-5) nearly every point comes back to 1e-4; points between modes,
+    # where the flow is most expansive, need the tighter tolerance for 1e-3 everywhere
+    ode = ProbabilityFlowODE()
+    err = (ode.decode(gm.score_fn(sde), sde, ode.encode(gm.score_fn(sde), sde, x)) - x).abs().amax(1)
+    assert err.median() < 1e-4
+    ode = ProbabilityFlowODE(rtol=1e-6, atol=1e-6)
+    z = ode.encode(gm.score_fn(sde), sde, x)
+    assert ode.nfe > 0
+    # the latent is (close to) a prior draw
+    assert abs(z.std().item() / sde.prior_std - 1) < 0.15
+    back = ode.decode(gm.score_fn(sde), sde, z)
+    assert (back - x).abs().max() < 1e-3
+
+
+class Counter:
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, x, t):
+        self.calls += 1
+        return self.fn(x, t)
+
+
+@pytest.mark.parametrize("solver,expected", [
+    (EulerMaruyama(steps=37, denoise=True), 38),
+    (EulerMaruyama(steps=37, denoise=False), 37),
+    (PredictorCorrector(steps=25, corrector_steps=2), 25 * 3 + 1),
+    (PredictorCorrector(steps=25, corrector="none", denoise=False), 25),
+    (PredictorCorrector(steps=25, predictor="none", corrector="ald", denoise=False), 25),
+    (ProbabilityFlowODE(rtol=1e-3, atol=1e-3), None),
+])
+def test_nfe_counts_real_score_calls(solver, expected):
+    sde, gm = VPSDE(), mixture(2)
+    counter = Counter(gm.score_fn(sde))
+    solver.sample(counter, sde, (64, 2), generator=torch.Generator().manual_seed(0))
+    assert solver.nfe == counter.calls
+    if expected is not None:
+        assert solver.nfe == expected
+
+
+@pytest.mark.parametrize("make", [
+    lambda: EulerMaruyama(steps=50),
+    lambda: EulerMaruyama(steps=20, method="srk"),
+    lambda: PredictorCorrector(steps=50),
+    lambda: PredictorCorrector(steps=50, predictor="ancestral", corrector="ald"),
+])
+@pytest.mark.parametrize("sde_name", list(SDES))
+def test_per_sample_seeds_are_batch_independent(make, sde_name):
+    sde, gm = SDES[sde_name], mixture(2)
+    seeds = list(range(8))
+    batch = make().sample(gm.score_fn(sde), sde, (8, 2), seeds=seeds)
+    for i in (0, 5):
+        alone = make().sample(gm.score_fn(sde), sde, (1, 2), seeds=[seeds[i]])
+        torch.testing.assert_close(alone[0], batch[i], rtol=1e-5, atol=1e-6)
+    sub = make().sample(gm.score_fn(sde), sde, (3, 2), seeds=[5, 0, 2])
+    torch.testing.assert_close(sub, batch[[5, 0, 2]], rtol=1e-5, atol=1e-6)
+    # the same seeds twice give identical samples; other seeds give others
+    assert torch.equal(make().sample(gm.score_fn(sde), sde, (8, 2), seeds=seeds), batch)
+    assert not torch.allclose(make().sample(gm.score_fn(sde), sde, (8, 2), seeds=range(8, 16)), batch)
+
+
+def test_ode_seeds_agree_within_tolerance_and_generator_reproducible():
+    sde, gm = VPSDE(), mixture(2)
+    ode = ProbabilityFlowODE(rtol=1e-6, atol=1e-6)
+    batch = ode.sample(gm.score_fn(sde), sde, (8, 2), seeds=range(8))
+    alone = ode.sample(gm.score_fn(sde), sde, (1, 2), seeds=[3])
+    torch.testing.assert_close(alone[0], batch[3], rtol=0, atol=1e-4)
+    a = ode.sample(gm.score_fn(sde), sde, (8, 2), generator=torch.Generator().manual_seed(4))
+    b = ode.sample(gm.score_fn(sde), sde, (8, 2), generator=torch.Generator().manual_seed(4))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("sde_name", list(SDES))
+@pytest.mark.parametrize("corrector", list(CORRECTORS))
+@pytest.mark.parametrize("predictor", list(PREDICTORS))
+def test_every_predictor_corrector_combination_runs(predictor, corrector, sde_name):
+    sde, gm = SDES[sde_name], mixture(2)
+    pc = PredictorCorrector(predictor=predictor, corrector=corrector, steps=40)
+    x = pc.sample(gm.score_fn(sde), sde, (256, 2), generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(x).all()
+    if predictor != "none":  # 40 steps of any predictor land near the data
+        mean, cov = gm.moments(sde.sampling_eps, sde)
+        assert (x.mean(0).double() - mean).abs().max() < 0.3
+        assert (x.var(0).double() / cov.diagonal()).sub(1).abs().max() < 0.4
+
+
+@pytest.mark.parametrize("method", sorted(SDE_METHODS))
+def test_torchsde_methods_and_adaptive_stepping(method):
+    sde, gm = VPSDE(), mixture(2)
+    solver = EulerMaruyama(steps=100, method=method, denoise=False)
+    x = solver.sample(gm.score_fn(sde), sde, (N, 2), generator=torch.Generator().manual_seed(0))
+    exact, floor = reference(2, "vp")
+    assert torch.isfinite(x).all()
+    assert sw(x, exact[0]) < 3 * floor
+    if method in ("euler", "heun"):
+        adaptive = EulerMaruyama(steps=50, method=method, adaptive=True, rtol=1e-2, atol=1e-2, denoise=False)
+        y = adaptive.sample(gm.score_fn(sde), sde, (N, 2), generator=torch.Generator().manual_seed(0))
+        assert torch.isfinite(y).all() and sw(y, exact[0]) < 3 * floor
+
+
+def test_tweedie_denoising_is_the_posterior_mean():
+    """For data N(mu, v I), E[x0 | x_t] = mu + m v / (m^2 v + s^2) (x_t - m mu)."""
+    sde = VESDE()
+    mu, v = torch.tensor([0.5, -1.0], dtype=torch.float64), 0.3
+    gm = GaussianMixture([1.0], mu[None], (v * torch.eye(2, dtype=torch.float64))[None])
+    x = torch.randn(10, 2, dtype=torch.float64)
+    t = torch.full((10,), 0.3, dtype=torch.float64)
+    m, s = sde.mean_coef(t)[:, None], sde.std(t)[:, None]
+    expected = mu + m * v / (m**2 * v + s**2) * (x - m * mu)
+    torch.testing.assert_close(tweedie_denoise(gm.score_fn(sde), sde, x, t), expected)
+
+
+def test_denoise_option_shrinks_the_last_noise():
+    sde, gm = VESDE(), mixture(2)
+    raw = EulerMaruyama(steps=200, denoise=False).sample(gm.score_fn(sde), sde, (8, 2), seeds=range(8))
+    den = EulerMaruyama(steps=200, denoise=True).sample(gm.score_fn(sde), sde, (8, 2), seeds=range(8))
+    assert 0 < (raw - den).abs().max() < 0.05
+
+
+def test_images_and_x_T():
+    sde = VPSDE()
+    base = GaussianMixture.random(4, 2, seed=3)
+    gm = GaussianMixture(base.weights, base.means.reshape(2, 1, 2, 2), base.covs)
+    x_T = torch.randn(5, 1, 2, 2)
+    for solver in (EulerMaruyama(steps=20), PredictorCorrector(steps=20), ProbabilityFlowODE(rtol=1e-3)):
+        x = solver.sample(gm.score_fn(sde), sde, (5, 1, 2, 2), x_T=x_T)
+        assert x.shape == (5, 1, 2, 2) and torch.isfinite(x).all()
+    z = ProbabilityFlowODE().encode(gm.score_fn(sde), sde, x)
+    assert z.shape == x.shape
+
+
+def test_bad_arguments_name_the_valid_choices():
+    with pytest.raises(ValueError, match="valid: euler_maruyama, reverse_diffusion, ancestral, none"):
+        PredictorCorrector(predictor="heun")
+    with pytest.raises(ValueError, match="valid: langevin, ald, none"):
+        PredictorCorrector(corrector="hmc")
+    with pytest.raises(ValueError, match="snr must be >= 0"):
+        PredictorCorrector(snr=-0.1)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        EulerMaruyama(steps=0)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        PredictorCorrector(steps=0)
+    with pytest.raises(ValueError, match="valid: euler, euler_heun, heun, midpoint, milstein, srk"):
+        EulerMaruyama(method="rk4")
+    with pytest.raises(ValueError, match="valid: RK23, RK45, DOP853, Radau, BDF, LSODA"):
+        ProbabilityFlowODE(method="euler")
+    with pytest.raises(ValueError, match="valid: em, pc, ode"):
+        build_solver("ddim")
+    assert isinstance(build_solver("pc", steps=3), PredictorCorrector)
+    sde, gm = VPSDE(), mixture(2)
+    with pytest.raises(ValueError, match="x_T has shape"):
+        EulerMaruyama(steps=5).sample(gm.score_fn(sde), sde, (4, 2), x_T=torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="got 2 seeds for a batch of 4"):
+        EulerMaruyama(steps=5).sample(gm.score_fn(sde), sde, (4, 2), seeds=[1, 2])
+    with pytest.raises(ValueError, match=r"shape must be \(B, ...\)"):
+        EulerMaruyama(steps=5).sample(gm.score_fn(sde), sde, (4,))
+
+
+@pytest.mark.parametrize("solver", [EulerMaruyama(steps=50), PredictorCorrector(steps=50),
+                                    ProbabilityFlowODE()])
+def test_nan_stops_sampling_with_step_and_time(solver):
+    sde, gm = VPSDE(), mixture(2)
+    exact = gm.score_fn(sde)
+
+    def breaks_at_half(x, t):
+        s = exact(x, t)
+        return s * torch.nan if float(t[0]) < 0.5 else s
+
+    with pytest.raises(SamplingError, match=r"NaN/inf at (step \d+|t = 0\.[0-4])"):
+        solver.sample(breaks_at_half, sde, (16, 2), generator=torch.Generator().manual_seed(0))
