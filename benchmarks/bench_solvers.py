@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from scoresde import SubVPSDE, VESDE, VPSDE
+from scoresde import VESDE, VPSDE, SubVPSDE
 from scoresde.solvers import EulerMaruyama, PredictorCorrector, ProbabilityFlowODE
 
 
@@ -92,7 +92,8 @@ def main():
     for sname, score in scores.items():
         for sde in (VPSDE(), SubVPSDE(), VESDE()):
             g = torch.Generator()
-            floor = measure(lambda s: hand_em(s, sde, shape, steps, g.manual_seed(0)), score, args.repeats)
+            floor = measure(lambda s, sde=sde, g=g: hand_em(s, sde, shape, steps, g.manual_seed(0)), score,
+                            args.repeats)
             floor_us = (floor[0] - floor[1]) / steps * 1e6
             rows = [("hand EM loop (floor)", floor, steps)]
             solvers = {
@@ -101,7 +102,7 @@ def main():
                 "ODE RK45 1e-5": ProbabilityFlowODE(),
             }
             for name, solver in solvers.items():
-                def run(s, solver=solver):
+                def run(s, solver=solver, sde=sde, g=g):
                     solver.sample(s, sde, shape, generator=g.manual_seed(0))
                 res = measure(run, score, args.repeats)
                 rows.append((name, res, steps if not name.startswith("ODE") else None))

@@ -4,7 +4,7 @@ The architecture is the TensorFlow ``2015-12-05`` Inception graph used by the or
 Score code, whose converted weights pytorch-fid (https://github.com/mseitzer/pytorch-fid) and torch-fidelity
 (https://github.com/toshas/torch-fidelity) publish (both Apache License 2.0): the module and parameter names
 here are the ones those weight files load into, and the TensorFlow quirks (average pools that do not count
-padding, a max-pool in the last block, TensorFlow-1.x bilinear resizing) follow the graph. It is re-implemented here
+padding, a max-pool in the last block, TensorFlow-1.x bilinear resizing) follow the graph. It is written here
 because torch-fidelity (which torchmetrics' default extractor wraps) requires torchvision, and because its
 default path downloads the weights; nothing here downloads.
 

@@ -1,0 +1,96 @@
+"""Cost of the likelihood ODE beyond the model.
+
+    overhead ratio = wall / (NFE x cost of one score evaluation with its vector-Jacobian product)
+
+for the small U-Net on 1x8x8 images (batch 64) and for the Gaussian-mixture oracle, per estimator
+and tolerance (target <= 1.2). Then the thread-pool trap: a 49k-dimensional solve (16x3x32x32)
+with torch on 2 threads, scipy's BLAS left alone vs. capped to one thread (threadpoolctl).
+
+    python benchmarks/bench_likelihood.py [--threads 1] [--skip-trap]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from scoresde import VPSDE, GaussianMixture
+from scoresde.likelihood import log_likelihood
+
+
+def score_vjp_cost(score_fn, x, repeats=20):
+    """Seconds for one score evaluation with grad + one VJP (what each likelihood RHS needs)."""
+    t = torch.full((x.shape[0],), 0.5, dtype=x.dtype)
+    probe = torch.randn_like(x)
+
+    def once():
+        xi = x.detach().requires_grad_(True)
+        s = score_fn(xi, t)
+        torch.autograd.grad(s, xi, probe)
+
+    once()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        once()
+    return (time.perf_counter() - t0) / repeats
+
+
+def row(name, score_fn, sde, x, estimator, rtol, blas_threads=1):
+    t0 = time.perf_counter()
+    res = log_likelihood(score_fn, sde, x, estimator=estimator, rtol=rtol, atol=rtol,
+                         blas_threads=blas_threads, generator=torch.Generator().manual_seed(0))
+    wall = time.perf_counter() - t0
+    unit = score_vjp_cost(score_fn, x) if estimator != "exact" else None
+    ratio = wall / (res.nfe * unit) if unit else float("nan")
+    nll = -res.logp.mean().item() / x[0].numel()
+    print(f"{name:<10} {estimator:<11} {rtol:>7.0e} {res.nfe:>5} {wall:8.2f} {wall / x.shape[0] * 1e3:10.1f} "
+          f"{(unit or 0) * 1e3:9.2f} {ratio:7.2f} {nll:10.4f}")
+    return wall
+
+
+def unet_score(channels, size):
+    from scoresde.nets import UNet
+    from scoresde.score import NetworkScore
+
+    torch.manual_seed(0)
+    net = UNet(in_channels=channels, image_size=size).eval()
+    return NetworkScore(net, VPSDE())
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--skip-trap", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    sde = VPSDE()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
+    print(f"{'score':<10} {'estimator':<11} {'rtol':>7} {'NFE':>5} {'wall s':>8} {'ms/example':>10} "
+          f"{'score+vjp ms':>9} {'ratio':>7} {'nats/dim':>10}")
+    x = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    unet = unet_score(1, 8)
+    for rtol in (1e-3, 1e-5):
+        for est in ("rademacher", "gaussian"):
+            row("unet", unet, sde, x, est, rtol)
+    gm = GaussianMixture.random(64, 3, seed=0)
+    xo = gm.sample(64, 0.0, sde, generator=torch.Generator().manual_seed(1))
+    for rtol in (1e-3, 1e-5):
+        for est in ("rademacher", "exact"):
+            row("oracle-64d", gm.score_fn(sde), sde, xo, est, rtol)
+    if args.skip_trap:
+        return
+    print("\nthread pools, 16x3x32x32 (49,152 dims), U-Net 3x32x32, rtol 1e-3:")
+    torch.set_num_threads(2)
+    big = torch.rand(16, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    unet32 = unet_score(3, 32)
+    for label, blas in (("torch 2 thr, BLAS uncapped", None), ("torch 2 thr, BLAS capped to 1", 1)):
+        t0 = time.perf_counter()
+        res = log_likelihood(unet32, sde, big, rtol=1e-3, atol=1e-3, blas_threads=blas)
+        wall = time.perf_counter() - t0
+        print(f"  {label:<30} NFE {res.nfe:>4}  wall {wall:7.2f} s  {wall / res.nfe * 1e3:7.1f} ms/NFE")
+
+
+if __name__ == "__main__":
+    main()
