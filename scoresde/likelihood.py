@@ -78,9 +78,8 @@ def _solve(counter: CountingScore, sde: SDE, x: torch.Tensor, probe, estimator: 
     def rhs(t: float, y: torch.Tensor) -> torch.Tensor:
         counter.step = counter.nfe
         xt = y[:, :d].to(dtype).reshape(shape).requires_grad_(True)
-        tt = torch.full((b,), t, dtype=dtype, device=x.device)
         with torch.enable_grad():
-            v = probability_flow_drift(counter, sde, xt, tt)
+            v = probability_flow_drift(counter, sde, xt, t)
             div = _divergence(v, xt, estimator, probe)
         return torch.cat([v.detach().reshape(b, d), div.detach()[:, None]], dim=1).to(y.dtype)
 

@@ -98,7 +98,7 @@ class GaussianMixture:
         return self._cache[device]
 
     def _coefs(self, t, sde: SDE, batch: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        t = _as_time(t).to(device=device, dtype=torch.float64)
+        t = torch.as_tensor(_as_time(t), dtype=torch.float64, device=device)
         if t.dim() == 0:
             t = t.expand(batch)
         elif t.shape[0] != batch:

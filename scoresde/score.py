@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from .sde import SDE, _as_time, expand_to
+from .sde import SDE, expand_to
 
 __all__ = ["NetworkScore", "ScoreFn", "PARAMETERIZATIONS"]
 
@@ -41,8 +41,9 @@ class NetworkScore:
         self.parameterization = parameterization
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        t = _as_time(t, x)
-        if t.dim() == 0:
+        if not isinstance(t, torch.Tensor):
+            t = torch.full((x.shape[0],), float(t), device=x.device, dtype=x.dtype)
+        elif t.dim() == 0:
             t = t.expand(x.shape[0])
         out = self.net(x, self.sde.noise_label(t))
         if out.shape != x.shape:

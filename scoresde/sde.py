@@ -6,8 +6,10 @@ perturbation kernel is Gaussian and closed-form:
     p_0t(x_t | x_0) = N(x_t; m(t) x_0, s(t)^2 I),   m(t) = exp(int_0^t a),
     dm/dt = a(t) m(t),   d s^2/dt = 2 a(t) s(t)^2 + g(t)^2.
 
-Every method is batched over a time tensor ``t`` of shape ``(B,)`` (a 0-d tensor or a float is
-broadcast) and data of any rank ``(B, ...)``: vectors ``(B, D)`` and images ``(B, C, H, W)`` alike.
+Every method is batched over a time tensor ``t`` of shape ``(B,)`` (a 0-d tensor is broadcast) and
+data of any rank ``(B, ...)``: vectors ``(B, D)`` and images ``(B, C, H, W)`` alike. A Python float
+``t`` (one time for the whole batch, as in the samplers) is computed with :mod:`math` and gives
+Python floats: no tensor is built for a scalar coefficient in a sampler's inner loop.
 
 Numerics: the VP and sub-VP standard deviations are computed with ``expm1`` from the log mean
 coefficient, so they stay accurate at ``t = 1e-5`` in float32 (the reference code loses ~1% there).
@@ -23,20 +25,23 @@ import torch
 __all__ = ["SDE", "SubVPSDE", "VESDE", "VPSDE", "SDES", "build_sde", "expand_to"]
 
 
-def expand_to(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """View a per-example tensor ``v`` of shape ``(B,)`` (or a 0-d tensor) so that it broadcasts
-    against ``x`` of shape ``(B, ...)``."""
-    if v.dim() == 0:
+def expand_to(v, x: torch.Tensor):
+    """View a per-example tensor ``v`` of shape ``(B,)`` (or a 0-d tensor, or a float) so that it
+    broadcasts against ``x`` of shape ``(B, ...)``."""
+    if not isinstance(v, torch.Tensor) or v.dim() == 0:
         return v
     return v.reshape(v.shape[0], *([1] * (x.dim() - 1)))
 
 
-def _as_time(t, like: torch.Tensor | None = None) -> torch.Tensor:
-    """A float tensor of times; Python numbers become 0-d tensors on ``like``'s device/dtype."""
+def _xp(t):
+    """The math namespace for ``t``: :mod:`math` for Python floats, :mod:`torch` for tensors."""
+    return math if isinstance(t, float) else torch
+
+
+def _as_time(t, like: torch.Tensor | None = None):
+    """Times as a float tensor, or as a Python float when given a Python number."""
     if not isinstance(t, torch.Tensor):
-        kw = {"device": like.device, "dtype": like.dtype} if like is not None and like.is_floating_point() \
-            else {"dtype": torch.get_default_dtype()}
-        return torch.as_tensor(float(t), **kw)
+        return float(t)
     if not t.is_floating_point():
         t = t.to(torch.get_default_dtype())
     if t.dim() > 1:
@@ -44,8 +49,8 @@ def _as_time(t, like: torch.Tensor | None = None) -> torch.Tensor:
     return t
 
 
-def _check_batch(x: torch.Tensor, t: torch.Tensor) -> None:
-    if t.dim() == 1 and x.dim() >= 1 and t.shape[0] not in (1, x.shape[0]):
+def _check_batch(x: torch.Tensor, t) -> None:
+    if isinstance(t, torch.Tensor) and t.dim() == 1 and x.dim() >= 1 and t.shape[0] not in (1, x.shape[0]):
         raise ValueError(
             f"time tensor t has {t.shape[0]} entries but the data batch has {x.shape[0]} examples; "
             "pass one time per example (shape (B,)) or a scalar"
@@ -93,7 +98,8 @@ class SDE(abc.ABC):
 
     def mean_coef(self, t: torch.Tensor) -> torch.Tensor:
         """``m(t) = exp(log m(t))``."""
-        return torch.exp(self.log_mean_coef(_as_time(t)))
+        t = _as_time(t)
+        return _xp(t).exp(self.log_mean_coef(t))
 
     # --- the SDE ------------------------------------------------------------------------------
     def drift(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -136,14 +142,16 @@ class SDE(abc.ABC):
 
     # --- reverse time ------------------------------------------------------------------------
     def reverse_drift(
-        self, x: torch.Tensor, t: torch.Tensor, score: torch.Tensor, probability_flow: bool = False
+        self, x: torch.Tensor, t: torch.Tensor | float, score: torch.Tensor, probability_flow: bool = False
     ) -> torch.Tensor:
         """Drift of the reverse-time SDE, ``f - g^2 score`` (Song et al. eq. 6), or of the
         probability-flow ODE, ``f - g^2 score / 2`` (eq. 13), at time ``t``; in backward time
         ``dx = reverse_drift dt`` with ``dt < 0`` (plus ``g dw`` for the SDE)."""
         t = _as_time(t, x)
-        g2 = expand_to(self.diffusion(t) ** 2, x)
         coef = 0.5 if probability_flow else 1.0
+        if isinstance(t, float):  # one time for the batch: two fused tensor ops
+            return torch.add(x * self.drift_coef(t), score, alpha=-coef * self.diffusion(t) ** 2)
+        g2 = expand_to(self.diffusion(t) ** 2, x)
         return expand_to(self.drift_coef(t), x) * x - coef * g2 * score
 
     # --- discretisations ----------------------------------------------------------------------
@@ -153,6 +161,10 @@ class SDE(abc.ABC):
 
         Computed in float64 (the difference of nearby variances cancels in float32)."""
         t = _as_time(t)
+        if isinstance(t, float):
+            s = max(t - float(dt), 0.0)
+            r = math.exp(self.log_mean_coef(t) - self.log_mean_coef(s))
+            return r, math.sqrt(max(self.std(t) ** 2 - r**2 * self.std(s) ** 2, 0.0))
         t64 = t.double()
         s64 = (t64 - dt).clamp_min(0.0)
         log_r = self.log_mean_coef(t64) - self.log_mean_coef(s64)
@@ -178,7 +190,7 @@ class SDE(abc.ABC):
         signal retention ``(m(t)/m(t - dt))^2``. It is ``1 - beta_i`` for VP (what the reference uses),
         ``1`` for VE, and well defined for sub-VP too (where the reference crashes)."""
         r, _ = self.transition(t, dt)
-        return r**2
+        return r * r
 
     # --- misc ---------------------------------------------------------------------------------
     def _config(self) -> dict:
@@ -229,11 +241,14 @@ class VPSDE(_BetaSchedule):
 
     def std(self, t: torch.Tensor) -> torch.Tensor:
         """``s(t) = sqrt(1 - m(t)^2) = sqrt(-expm1(2 log m(t)))``."""
-        return torch.sqrt(-torch.expm1(2.0 * self.log_mean_coef(t)))
+        t = _as_time(t)
+        xp = _xp(t)
+        return xp.sqrt(-xp.expm1(2.0 * self.log_mean_coef(t)))
 
     def diffusion(self, t: torch.Tensor) -> torch.Tensor:
         """``g(t) = sqrt(beta(t))``."""
-        return torch.sqrt(self.beta(t))
+        t = _as_time(t)
+        return _xp(t).sqrt(self.beta(t))
 
 
 class SubVPSDE(_BetaSchedule):
@@ -247,11 +262,14 @@ class SubVPSDE(_BetaSchedule):
 
     def std(self, t: torch.Tensor) -> torch.Tensor:
         """``s(t) = 1 - m(t)^2 = -expm1(2 log m(t))``."""
-        return -torch.expm1(2.0 * self.log_mean_coef(t))
+        t = _as_time(t)
+        return -_xp(t).expm1(2.0 * self.log_mean_coef(t))
 
     def diffusion(self, t: torch.Tensor) -> torch.Tensor:
         """``g(t) = sqrt(beta(t) (1 - m(t)^4)) = sqrt(-beta(t) expm1(4 log m(t)))``."""
-        return torch.sqrt(-self.beta(t) * torch.expm1(4.0 * self.log_mean_coef(t)))
+        t = _as_time(t)
+        xp = _xp(t)
+        return xp.sqrt(-self.beta(t) * xp.expm1(4.0 * self.log_mean_coef(t)))
 
 
 class VESDE(SDE):
@@ -285,15 +303,16 @@ class VESDE(SDE):
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
         """``sigma(t) = sigma_min (sigma_max / sigma_min)^t``."""
-        return self.sigma_min * torch.exp(_as_time(t) * self.log_ratio)
+        t = _as_time(t)
+        return self.sigma_min * _xp(t).exp(t * self.log_ratio)
 
     def log_mean_coef(self, t: torch.Tensor) -> torch.Tensor:
         """``log m(t) = 0`` (no drift)."""
-        return torch.zeros_like(_as_time(t))
+        return _as_time(t) * 0.0
 
     def drift_coef(self, t: torch.Tensor) -> torch.Tensor:
         """``a(t) = 0``."""
-        return torch.zeros_like(_as_time(t))
+        return _as_time(t) * 0.0
 
     def std(self, t: torch.Tensor) -> torch.Tensor:
         """``s(t) = sigma(t)`` (see the class docstring for the convention)."""

@@ -92,26 +92,27 @@ class _ReverseSDE(torch.nn.Module):
         self.step_size = step_size
         self._memo = (None, None, None)
 
-    def _t(self, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return (self.sde.T - s).to(y.dtype).expand(y.shape[0])
-
     def f(self, s, y):
+        """``-[f - g^2 score](x, T - s)``: the reverse drift in forward time ``s``."""
+        s = float(s)
         # torchsde evaluates f once at (ts[0], y0) to check shapes, then again in the first step:
         # memoise on the identity of y so that costs one score evaluation, not two.
-        if self._memo[0] is y and self._memo[1] == float(s):
+        if self._memo[0] is y and self._memo[1] == s:
             return self._memo[2]
-        t = self._t(s, y)
+        t = self.sde.T - s
         x = y.reshape(self.shape)
-        self.score.step = int(round(float(s) / self.step_size)) if self.step_size else float(s)
-        out = -self.sde.reverse_drift(x, t, self.score(x, t)).reshape(y.shape[0], -1)
-        self._memo = (y, float(s), out)
+        self.score.step = round(s / self.step_size) if self.step_size else s
+        score = self.score(x, torch.full((y.shape[0],), t, device=y.device, dtype=y.dtype))
+        # -(a x - g^2 score) in two fused ops
+        out = torch.add(y * -self.sde.drift_coef(t), score.reshape(y.shape), alpha=self.sde.diffusion(t) ** 2)
+        self._memo = (y, s, out)
         return out
 
     def g(self, s, y):
-        return self.sde.diffusion(self._t(s, y))[:, None].expand_as(y)
+        return torch.full_like(y, self.sde.diffusion(self.sde.T - float(s)))
 
     def g_prod(self, s, y, v):
-        return self.sde.diffusion(self._t(s, y))[:, None] * v
+        return v * self.sde.diffusion(self.sde.T - float(s))
 
     def f_and_g_prod(self, s, y, v):
         return self.f(s, y), self.g_prod(s, y, v)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 from scipy.integrate._ivp.ivp import METHODS as _SCIPY_METHODS
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 from tqdm.auto import tqdm
 
 from ..score import ScoreFn
@@ -27,6 +27,18 @@ from .base import CountingScore, Sampler, SamplingError
 __all__ = ["ProbabilityFlowODE", "integrate", "probability_flow_drift", "ODE_METHODS"]
 
 ODE_METHODS = tuple(_SCIPY_METHODS)
+_POOLS: ThreadpoolController | None = None
+
+
+def _blas_limit(threads: int | None):
+    """Cap the BLAS thread pools (a cached controller: building one scans the loaded libraries,
+    ~6 ms, too much to pay per solve)."""
+    global _POOLS
+    if not threads:
+        return contextlib.nullcontext()
+    if _POOLS is None:
+        _POOLS = ThreadpoolController()
+    return _POOLS.limit(limits=threads, user_api="blas")
 
 
 def check_method(method) -> None:
@@ -35,9 +47,11 @@ def check_method(method) -> None:
         raise ValueError(f"unknown solve_ivp method {method!r}; valid: {', '.join(ODE_METHODS)}")
 
 
-def probability_flow_drift(score: ScoreFn, sde: SDE, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """``f(x, t) - g(t)^2 score(x, t) / 2``."""
-    return sde.reverse_drift(x, t, score(x, t), probability_flow=True)
+def probability_flow_drift(score: ScoreFn, sde: SDE, x: torch.Tensor, t) -> torch.Tensor:
+    """``f(x, t) - g(t)^2 score(x, t) / 2``; ``t`` a float (one time for the batch) or a ``(B,)``
+    tensor."""
+    t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype) if isinstance(t, float) else t
+    return sde.reverse_drift(x, t, score(x, t_batch), probability_flow=True)
 
 
 def integrate(rhs: Callable[[float, torch.Tensor], torch.Tensor], y0: torch.Tensor, t0: float, t1: float, *,
@@ -57,17 +71,16 @@ def integrate(rhs: Callable[[float, torch.Tensor], torch.Tensor], y0: torch.Tens
     bar = tqdm(desc=desc, disable=not progress, leave=False, unit="nfe")
 
     def fun(t: float, y: np.ndarray) -> np.ndarray:
-        yt = torch.from_numpy(y).to(device=device, dtype=dtype).reshape(shape)
-        out = rhs(t, yt)
-        if not bool(torch.isfinite(out).all()):
+        out = rhs(float(t), torch.from_numpy(y).to(device=device, dtype=dtype).reshape(shape))
+        out = out.detach().reshape(-1).to(device="cpu", dtype=torch.float64).numpy()
+        if not np.isfinite(out).all():
             raise SamplingError(f"the ODE right-hand side is NaN/inf at t = {t:.6g}; try a looser tolerance, "
                                 "a larger eps, or check the model")
         bar.update(1)
-        return out.detach().reshape(-1).to(device="cpu", dtype=torch.float64).numpy()
+        return out
 
     y_init = y0.detach().reshape(-1).to(device="cpu", dtype=torch.float64).numpy()
-    pools = threadpool_limits(blas_threads, user_api="blas") if blas_threads else contextlib.nullcontext()
-    with pools:
+    with _blas_limit(blas_threads):
         try:
             sol = solve_ivp(fun, (t0, t1), y_init, method=method, rtol=rtol, atol=atol)
         finally:
@@ -103,12 +116,9 @@ class ProbabilityFlowODE(Sampler):
 
     def _solve(self, counter: CountingScore, sde: SDE, x: torch.Tensor, t0: float, t1: float,
                progress: bool, desc: str) -> torch.Tensor:
-        batch = x.shape[0]
-
         def rhs(t: float, y: torch.Tensor) -> torch.Tensor:
             counter.step = counter.nfe  # the ODE's steps are its right-hand-side evaluations
-            tt = torch.full((batch,), t, device=y.device, dtype=y.dtype)
-            return probability_flow_drift(counter, sde, y, tt)
+            return probability_flow_drift(counter, sde, y, t)
 
         y, _ = integrate(rhs, x, t0, t1, method=self.method, rtol=self.rtol, atol=self.atol,
                          blas_threads=self.blas_threads, progress=progress, desc=desc)

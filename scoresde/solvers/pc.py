@@ -3,7 +3,8 @@
 On the grid ``T = t_0 > t_1 > ... > t_N = eps`` each step corrects the samples at ``t_i`` with
 ``corrector_steps`` Langevin-type moves towards ``p_{t_i}``, then predicts ``t_{i+1}`` with one
 reverse-time step. Every predictor and corrector is one short function of the same signature,
-``(x, t, dt, score, sde, noise) -> (x, x_mean)`` for predictors and
+``(x, t, dt, score, sde, noise) -> (x, x_mean)`` for predictors (``t``, ``dt`` floats, ``score(x)``
+the score at ``t``, ``noise()`` a fresh standard normal draw) and
 ``(x, t, dt, score, sde, noise, snr) -> (x, x_mean)`` for correctors, with ``x_mean``
 the update without its noise.
 """
@@ -17,26 +18,27 @@ import torch
 from tqdm.auto import tqdm
 
 from ..score import ScoreFn
-from ..sde import SDE, expand_to
+from ..sde import SDE
 from .base import Sampler, time_grid
 
 __all__ = ["PredictorCorrector", "PREDICTORS", "CORRECTORS"]
 
 
 # --- predictors: t -> t - dt ---------------------------------------------------------------
+# ``t`` and ``dt`` are Python floats (one time for the batch), ``score(x)`` is the score at ``t``.
 def euler_maruyama_predictor(x, t, dt, score, sde: SDE, noise):
     """``x_mean = x - [f - g^2 score] dt``, ``x = x_mean + g sqrt(dt) z``."""
-    x_mean = x - sde.reverse_drift(x, t, score(x, t)) * dt
-    return x_mean + expand_to(sde.diffusion(t), x) * math.sqrt(dt) * noise(), x_mean
+    x_mean = torch.add(x, sde.reverse_drift(x, t, score(x)), alpha=-dt)
+    return torch.add(x_mean, noise(), alpha=sde.diffusion(t) * math.sqrt(dt)), x_mean
 
 
 def reverse_diffusion_predictor(x, t, dt, score, sde: SDE, noise):
     """Reverse of the forward discretisation ``x_t = x_s + f_d + G_d z`` (eq. 46-47):
-    ``x_mean = x - f_d + G_d^2 score``, ``x = x_mean + G_d z``."""
-    f, G = sde.discretize(x, t, dt)
-    G = expand_to(G, x)
-    x_mean = x - f + G**2 * score(x, t)
-    return x_mean + G * noise(), x_mean
+    ``x_mean = x - f_d + G_d^2 score``, ``x = x_mean + G_d z``; with the exact transition
+    ``f_d = (r - 1) x``, ``G_d = q`` (:meth:`SDE.transition`)."""
+    r, q = sde.transition(t, dt)
+    x_mean = torch.add(x * (2.0 - r), score(x), alpha=q * q)
+    return torch.add(x_mean, noise(), alpha=q), x_mean
 
 
 def ancestral_predictor(x, t, dt, score, sde: SDE, noise):
@@ -46,11 +48,9 @@ def ancestral_predictor(x, t, dt, score, sde: SDE, noise):
     paper's SMLD ancestral step; for VP it is DDPM's step with the posterior variance ``beta_tilde``
     (the paper's code uses the upper choice ``beta``); it is defined for sub-VP as well."""
     r, q = sde.transition(t, dt)
-    r, q = expand_to(r, x), expand_to(q, x)
-    x_mean = (x + q**2 * score(x, t)) / r
-    s_prev = expand_to(sde.std((t - dt).clamp_min(0.0)), x)
-    std = q * s_prev / expand_to(sde.std(t), x)
-    return x_mean + std * noise(), x_mean
+    x_mean = torch.add(x, score(x), alpha=q * q) / r
+    std = q * sde.std(max(t - dt, 0.0)) / sde.std(t)
+    return torch.add(x_mean, noise(), alpha=std), x_mean
 
 
 def no_predictor(x, t, dt, score, sde, noise):
@@ -75,20 +75,18 @@ def langevin_corrector(x, t, dt, score, sde: SDE, noise, snr: float):
     bound (the Fisher information of ``p_t = p_0 * N(0, s^2 I)`` never exceeds the kernel's; the
     two agree at high noise, where the paper's rule is calibrated). The step is a function of
     ``t`` alone: batch-independent, unbiased as ``h -> 0``, and bounded everywhere."""
-    s = score(x, t)
-    h = expand_to(2 * sde.langevin_alpha(t, dt).to(x.dtype) * (snr * sde.std(t)) ** 2, x)
-    x_mean = x + h * s
-    return x_mean + torch.sqrt(2 * h) * noise(), x_mean
+    h = 2.0 * sde.langevin_alpha(t, dt) * (snr * sde.std(t)) ** 2
+    x_mean = torch.add(x, score(x), alpha=h)
+    return torch.add(x_mean, noise(), alpha=math.sqrt(2.0 * h)), x_mean
 
 
 def ald_corrector(x, t, dt, score, sde: SDE, noise, snr: float):
     """Annealed Langevin dynamics (NCSN, Song & Ermon 2019): ``h = 2 (snr s(t))^2``, the step
     proportional to the noise variance with no signal scale (``alpha = 1``, as NCSN's VE setting;
     for VE it coincides with :func:`langevin_corrector`)."""
-    s = score(x, t)
-    h = expand_to(2 * (snr * sde.std(t)) ** 2, x)
-    x_mean = x + h * s
-    return x_mean + torch.sqrt(2 * h) * noise(), x_mean
+    h = 2.0 * (snr * sde.std(t)) ** 2
+    x_mean = torch.add(x, score(x), alpha=h)
+    return torch.add(x_mean, noise(), alpha=math.sqrt(2.0 * h)), x_mean
 
 
 def no_corrector(x, t, dt, score, sde, noise, snr):
@@ -146,11 +144,15 @@ class PredictorCorrector(Sampler):
         for i in tqdm(range(self.steps), desc=f"pc {self.predictor}/{self.corrector}", disable=not progress,
                       leave=False):
             counter.step = i
-            dt = grid[i] - grid[i + 1]
-            t = torch.full((batch,), grid[i], device=x.device, dtype=x.dtype)
+            t, dt = grid[i], grid[i] - grid[i + 1]
+            t_batch = torch.full((batch,), t, device=x.device, dtype=x.dtype)
+
+            def score(y, t_batch=t_batch):
+                return counter(y, t_batch)
+
             for _ in range(n_correct):
-                x, _ = correct(x, t, dt, counter, sde, noise, self.snr)
-            x, x_mean = predict(x, t, dt, counter, sde, noise)
+                x, _ = correct(x, t, dt, score, sde, noise, self.snr)
+            x, x_mean = predict(x, t, dt, score, sde, noise)
         if self.predictor != "none":
             # the last predictor noise is not followed by any correction: keep its mean (the paper's
             # noise removal) unless Tweedie denoising is asked for
