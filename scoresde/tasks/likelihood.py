@@ -1,0 +1,147 @@
+"""``task=likelihood``: bits/dim of a data split under a checkpoint's EMA weights (probability-flow ODE);
+also used after training.
+
+Image data: bits/dim of the discrete data under uniform dequantization
+(:func:`scoresde.likelihood.bits_per_dim`).
+Continuous data (the 2-D toys): the negative log-likelihood in nats (and nats per dimension).
+Example ``i`` uses its own seed (dequantization noise and Hutchinson probes), so the result does not
+depend on the batch size or on the number of processes, which share the examples.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+
+from scoresde.train import ScoreModel
+from scoresde.train.build import plain
+from scoresde.train.distributed import chunks, gather_objects, is_global_zero, map_sharded, stack_in_order
+
+from .common import build_datamodule, per_item_seeds, write_json
+from .launch import checkpoint_model, launch_processes, prepare_run
+
+__all__ = ["evaluate_likelihood", "run_likelihood", "summarize"]
+
+log = logging.getLogger(__name__)
+
+#: keys of the `likelihood` config passed on to scoresde.likelihood
+_SOLVER_KEYS = ("estimator", "method", "rtol", "atol", "eps", "per_example")
+
+
+def _split_data(dm: Any, split: str, levels: int | None) -> torch.Tensor:
+    if levels is not None:
+        return dm.integer_data(split)
+    return dm.data(split) if hasattr(dm, "data") else dm._split(split)[0]
+
+
+def evaluate_likelihood(
+    model: ScoreModel, dm: Any, lcfg: dict[str, Any], seed: int, progress: bool = False
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """Per-example bits/dim (image data) or NLL in nats (continuous data) of ``lcfg["split"]``.
+    Returns ``(summary, per_example_values)``; see :func:`summarize`."""
+    from scoresde.likelihood import bits_per_dim, log_likelihood
+
+    hp = model.hparams
+    levels, data_range = hp.levels, tuple(hp.data_range)
+    data = _split_data(dm, lcfg["split"], levels)
+    n = len(data) if lcfg.get("num_examples") is None else min(int(lcfg["num_examples"]), len(data))
+    seeds = per_item_seeds(lcfg.get("seeds"), n, seed)
+    kwargs = {k: lcfg[k] for k in _SOLVER_KEYS if k in lcfg}
+    nfe: list[int] = []
+    t0 = time.perf_counter()
+
+    def work(mine: list[int]) -> dict[int, torch.Tensor]:
+        out: dict[int, torch.Tensor] = {}
+        batches = chunks(mine, int(lcfg["batch_size"]))
+        for batch in tqdm(
+            batches,
+            desc=f"likelihood ({lcfg['split']})",
+            disable=not (progress and is_global_zero()),
+            leave=False,
+        ):
+            x = data[batch].to(model.device)
+            s = [seeds[i] for i in batch]
+            if levels is not None:
+                res = bits_per_dim(
+                    model.score_fn, model.sde, x, levels=levels, data_range=data_range, seeds=s, **kwargs
+                )
+                values = res.bpd
+            else:
+                res = log_likelihood(model.score_fn, model.sde, x.float(), seeds=s, **kwargs)
+                values = -res.logp
+            nfe.append(int(res.nfe))
+            out.update({i: values[j].detach().double().cpu() for j, i in enumerate(batch)})
+        return out
+
+    merged = map_sharded(work, n)
+    values = stack_in_order(merged, n)
+    all_nfe = [v for part in gather_objects(nfe) for v in part]
+    summary = summarize(values, levels, int(np.prod(model.data_shape)))
+    summary.update(
+        split=lcfg["split"],
+        num_examples=n,
+        nfe_per_batch=float(np.mean(all_nfe)) if all_nfe else 0.0,
+        seconds=time.perf_counter() - t0,
+        **{k: kwargs[k] for k in kwargs},
+    )
+    return summary, values
+
+
+def summarize(values: torch.Tensor, levels: int | None, dims: int) -> dict[str, Any]:
+    """Mean and standard error over the finite values; the count of non-finite ones is reported (an ODE
+    that diverges for some example must not silently poison or vanish from the mean)."""
+    finite = torch.isfinite(values)
+    good = values[finite]
+    n_bad = int((~finite).sum())
+    mean = float(good.mean()) if good.numel() else math.nan
+    sem = float(good.std(unbiased=True) / math.sqrt(good.numel())) if good.numel() > 1 else math.nan
+    if n_bad:
+        log.warning(
+            "%d of %d likelihoods are not finite (the ODE diverged); they are left out of the mean",
+            n_bad,
+            values.numel(),
+        )
+    if levels is not None:
+        return {"bpd": mean, "bpd_sem": sem, "levels": levels, "num_nonfinite": n_bad}
+    return {"nll_nats": mean, "nll_nats_sem": sem, "nll_nats_per_dim": mean / dims, "num_nonfinite": n_bad}
+
+
+def run_likelihood(cfg: DictConfig) -> dict[str, Any]:
+    """Bits/dim (or NLL) of ``likelihood.split`` under ``ckpt_path``."""
+    run_dir = prepare_run(cfg)
+    launch_processes(cfg)
+    model = checkpoint_model(cfg)
+    dm = build_datamodule(cfg)
+    _check_data_matches(model, dm)
+    summary, values = evaluate_likelihood(model, dm, plain(cfg.likelihood), int(cfg.seed), progress=True)
+    metrics = {"task": "likelihood", "ckpt_path": str(cfg.ckpt_path), "likelihood": summary}
+    write_json(run_dir / "metrics.json", metrics)
+    if is_global_zero():
+        torch.save({"values": values, "summary": summary}, Path(run_dir) / "likelihood.pt")
+        key = "bpd" if "bpd" in summary else "nll_nats"
+        log.info("%s %s = %.4f (+- %.4f)", summary["split"], key, summary[key], summary[f"{key}_sem"])
+    return metrics
+
+
+def _check_data_matches(model: ScoreModel, dm: Any) -> None:
+    shape = tuple(int(s) for s in dm.shape)
+    if model.data_shape is not None and tuple(model.data_shape) != shape:
+        raise ValueError(
+            f"the checkpoint's model was trained on data of shape {model.data_shape}, the configured data "
+            f"({type(dm).__name__}) have shape {shape}: pass the same data=... as for training"
+        )
+    levels = getattr(dm, "levels", None)
+    if levels != model.hparams.levels:
+        raise ValueError(
+            f"the checkpoint's model was trained on data with levels={model.hparams.levels}, the configured "
+            "data "
+            f"({type(dm).__name__}) have levels={levels}: pass the same data=... as for training"
+        )

@@ -1,0 +1,123 @@
+"""``task=sample``: draw samples from a checkpoint's EMA weights; also used after training.
+
+Sample ``i`` is drawn from its own seed (``seed * 1_000_000 + i``, or ``sample_seeds[i]``), so it is the
+same whatever the batch size or the number of processes; under several processes the samples are
+sharded across ranks and gathered on every rank, and rank 0 writes the files.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from tqdm.auto import tqdm
+
+from scoresde.quantization import quantize
+from scoresde.train import ScoreModel
+from scoresde.train.distributed import chunks, gather_objects, is_global_zero, map_sharded, stack_in_order
+from scoresde.train.images import save_samples_png
+
+from .common import build_solver, per_item_seeds, write_json
+from .launch import checkpoint_model, launch_processes, prepare_run
+
+__all__ = ["generate", "run_sample", "save_samples"]
+
+log = logging.getLogger(__name__)
+
+
+def generate(
+    model: ScoreModel, solver: Any, seeds: list[int], batch_size: int = 512, progress: bool = False
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """``len(seeds)`` samples (``(N, *data_shape)``, model space, CPU) from ``model``'s score with
+    ``solver``; sample ``i`` depends only on ``seeds[i]``. Returns the samples and statistics
+    (mean score evaluations per batch, wall time)."""
+    if model.data_shape is None:
+        raise ValueError("the model does not know its data shape (data_shape=None); cannot sample")
+    shape = model.data_shape
+    nfe: list[int] = []
+    t0 = time.perf_counter()
+
+    def work(mine: list[int]) -> dict[int, torch.Tensor]:
+        out: dict[int, torch.Tensor] = {}
+        batches = chunks(mine, batch_size)
+        show = progress and is_global_zero()
+        for batch in tqdm(batches, desc="sampling", disable=not show or len(batches) < 2, leave=False):
+            with torch.no_grad():
+                x = solver.sample(
+                    model.score_fn,
+                    model.sde,
+                    (len(batch), *shape),
+                    seeds=[seeds[i] for i in batch],
+                    device=model.device,
+                    progress=show,
+                )
+            nfe.append(int(solver.nfe))
+            out.update({i: x[j].cpu() for j, i in enumerate(batch)})
+        return out
+
+    merged = map_sharded(work, len(seeds))
+    all_nfe = [n for part in gather_objects(nfe) for n in part]
+    stats = {
+        "nfe_per_batch": float(np.mean(all_nfe)) if all_nfe else 0.0,
+        "seconds": time.perf_counter() - t0,
+        "num_samples": len(seeds),
+    }
+    return stack_in_order(merged, len(seeds)), stats
+
+
+def save_samples(
+    x: torch.Tensor,
+    run_dir: Path,
+    *,
+    levels: int | None,
+    data_range: tuple[float, float],
+    seeds: list[int],
+    stem: str = "samples",
+) -> dict[str, str]:
+    """Write ``<stem>.png`` (grid or scatter), ``<stem>.pt`` (float tensor, model space) and
+    ``<stem>.npz`` (``samples`` float32, ``seeds``, and ``samples_int`` -- the quantized integers -- for
+    image data). Rank 0 only; returns the paths."""
+    if not is_global_zero():
+        return {}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    png = save_samples_png(x, run_dir / f"{stem}.png", levels=levels, data_range=data_range)
+    pt = run_dir / f"{stem}.pt"
+    torch.save({"samples": x, "seeds": seeds, "levels": levels, "data_range": list(data_range)}, pt)
+    arrays = {"samples": x.numpy().astype(np.float32), "seeds": np.asarray(seeds, dtype=np.int64)}
+    if levels is not None and x.dim() == 4:
+        arrays["samples_int"] = (
+            quantize(x, levels, data_range).numpy().astype(np.uint8 if levels <= 256 else np.int64)
+        )
+    npz = run_dir / f"{stem}.npz"
+    np.savez_compressed(npz, **arrays)
+    return {"png": str(png), "pt": str(pt), "npz": str(npz)}
+
+
+def run_sample(cfg: DictConfig) -> dict[str, Any]:
+    """Sample ``num_samples`` (or ``len(sample_seeds)``) images from ``ckpt_path`` with ``solver``."""
+    run_dir = prepare_run(cfg)
+    launch_processes(cfg)
+    model = checkpoint_model(cfg)
+    solver = build_solver(cfg)
+    n = len(cfg.sample_seeds) if cfg.sample_seeds is not None else int(cfg.num_samples)
+    seeds = per_item_seeds(cfg.sample_seeds, n, cfg.seed)
+    log.info("sampling %d with %r from %s", n, solver, cfg.ckpt_path)
+    x, stats = generate(model, solver, seeds, int(cfg.sample_batch_size), progress=True)
+    hp = model.hparams
+    paths = save_samples(x, run_dir, levels=hp.levels, data_range=tuple(hp.data_range), seeds=seeds)
+    metrics = {
+        "task": "sample",
+        "ckpt_path": str(cfg.ckpt_path),
+        "solver": repr(solver),
+        "sampling": stats,
+        "files": paths,
+    }
+    write_json(run_dir / "metrics.json", metrics)
+    if is_global_zero():
+        log.info("wrote %s", paths.get("png"))
+    return metrics

@@ -1,0 +1,172 @@
+"""Checkpoints: atomic writes, ``last.ckpt`` every N steps, resolving ``ckpt_path=last``, loading with
+clear errors.
+
+A checkpoint is Lightning's: ``state_dict`` holds the EMA (averaged) weights -- the inference weights --
+``current_model_state`` the raw training weights, ``averaging_state`` the EMA's update count, plus the
+optimizer, LR scheduler, loop and callback states needed to resume at the same step, and
+``hyper_parameters`` to rebuild the model without any config.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+__all__ = [
+    "AtomicCheckpointIO",
+    "CheckpointError",
+    "LastCheckpoint",
+    "check_compatible",
+    "load_checkpoint",
+    "load_score_model",
+    "resolve_ckpt_path",
+]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable (corrupt or truncated) or does not match the model."""
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file in the same directory, fsync, then ``os.replace``: a reader (or
+    a crash at any moment) sees the old file or the new one, never a partial one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint IO whose saves are atomic (see :func:`atomic_torch_save`)."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO does not take storage_options")
+        atomic_torch_save(checkpoint, path)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` that keeps ``last.ckpt`` (every ``every_n_train_steps`` steps and when training
+    ends) and nothing else by default; it never saves on an exception (``save_on_exception=False``), so a
+    diverged run leaves the last good checkpoint untouched."""
+
+    def __init__(self, dirpath: str | Path, every_n_train_steps: int, save_top_k: int = 0, **kwargs: Any):
+        if int(every_n_train_steps) < 1:
+            raise ValueError(f"checkpoint every_n_steps must be >= 1, got {every_n_train_steps}")
+        super().__init__(
+            dirpath=str(dirpath),
+            filename="step{step:07d}",
+            auto_insert_metric_name=False,
+            every_n_train_steps=int(every_n_train_steps),
+            save_last=True,
+            save_top_k=save_top_k,
+            save_on_exception=False,
+            enable_version_counter=False,
+            **kwargs,
+        )
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Also save when training ends between two checkpoint steps (so last.ckpt is the final step)."""
+        if trainer.fast_dev_run or self._last_global_step_saved == trainer.global_step:
+            return
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+def resolve_ckpt_path(ckpt_path: str | None, ckpt_dir: str | Path) -> str | None:
+    """``None`` -> ``None``; ``"last"`` -> ``<ckpt_dir>/last.ckpt`` (must exist); a path -> that path
+    (must exist)."""
+    if ckpt_path is None or str(ckpt_path) in ("", "null", "None"):
+        return None
+    if str(ckpt_path) == "last":
+        path = Path(ckpt_dir) / "last.ckpt"
+        if not path.is_file():
+            raise CheckpointError(
+                f"ckpt_path=last: there is no {path}. To resume a run, start it again in its own directory "
+                "(hydra.run.dir=<that run's directory> ckpt_path=last) or pass the file: "
+                "ckpt_path=/path/to/last.ckpt"
+            )
+        return str(path)
+    path = Path(ckpt_path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    return str(path.resolve())
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a Lightning checkpoint on the CPU; a clear :class:`CheckpointError` if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any failure to unpickle means the file is unusable
+        raise CheckpointError(
+            f"cannot read checkpoint {path} ({path.stat().st_size} bytes): it is corrupt, truncated or not a "
+            f"torch checkpoint ({type(err).__name__}: {err})"
+        ) from err
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict')")
+    if "hyper_parameters" not in ckpt or "net" not in ckpt["hyper_parameters"]:
+        raise CheckpointError(
+            f"{path} is not a scoresde ScoreModel checkpoint (no network config in its hyper-parameters)"
+        )
+    return ckpt
+
+
+def check_compatible(ckpt: dict[str, Any], model: torch.nn.Module, path: str | Path = "checkpoint") -> None:
+    """Raise :class:`CheckpointError` listing the differences when the checkpoint's weights do not fit
+    ``model`` (missing/unexpected keys, shape mismatches)."""
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items()}
+    missing = sorted(set(want) - set(have))
+    unexpected = sorted(set(have) - set(want))
+    shapes = sorted(k for k in set(want) & set(have) if want[k] != have[k])
+    if missing or unexpected or shapes:
+        lines = []
+        if missing:
+            lines.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            lines.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        if shapes:
+            lines.append("shape mismatch: " + ", ".join(f"{k} {have[k]} vs {want[k]}" for k in shapes[:3]))
+        hp = ckpt.get("hyper_parameters", {})
+        raise CheckpointError(
+            f"checkpoint {path} does not match the configured model: {'; '.join(lines)}. The checkpoint was "
+            f"trained with net={hp.get('net')} and sde={hp.get('sde')}; use the same model/sde settings."
+        )
+
+
+def load_score_model(path: str | Path, map_location: str | torch.device = "cpu"):
+    """Rebuild a :class:`~scoresde.train.module.ScoreModel` from a checkpoint with its EMA weights (the
+    checkpoint's ``state_dict``), in eval mode. Clear errors for corrupt or mismatched files."""
+    from .module import ScoreModel
+
+    ckpt = load_checkpoint(path)
+    hp = dict(ckpt["hyper_parameters"])
+    try:
+        model = ScoreModel(**hp)
+    except Exception as err:  # noqa: BLE001
+        raise CheckpointError(
+            f"cannot rebuild the model of checkpoint {path}: {type(err).__name__}: {err}"
+        ) from err
+    check_compatible(ckpt, model, path)
+    model.load_state_dict(ckpt["state_dict"])
+    model.global_step_loaded = int(ckpt.get("global_step", 0))
+    return model.to(map_location).eval()
