@@ -9,9 +9,16 @@ the work is done by :mod:`scoresde.tasks`. Examples::
     python -m scoresde.run -m experiment=toy2d sde=vp,subvp,ve solver=em,pc,ode hydra/launcher=joblib
     python -m scoresde.run hydra.run.dir=<a run dir> ckpt_path=last       # resume that run
     python -m scoresde.run --cfg job                        # print the composed config
+
+Errors the user can fix (a bad config value, a missing data/weights/checkpoint file, a corrupt checkpoint,
+a diverged run) end a single run with ``error: <what and how to fix it>`` on stderr and exit status 1, no
+traceback (``HYDRA_FULL_ERROR=1`` shows it); in a multirun sweep they are raised so the launcher reports them.
 """
 
 from __future__ import annotations
+
+import os
+import sys
 
 import hydra
 from omegaconf import DictConfig
@@ -19,12 +26,39 @@ from omegaconf import DictConfig
 CONFIG_MODULE = "scoresde.conf"
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exception types whose message alone tells the user what is wrong and what to do."""
+    from scoresde.data.errors import DataFormatError, DataNotFoundError
+    from scoresde.evaluation.errors import WeightsFormatError, WeightsNotFoundError
+    from scoresde.losses import NonFiniteLossError
+    from scoresde.nets.checkpoint import CheckpointMismatchError
+    from scoresde.solvers.base import SamplingError
+    from scoresde.tasks.common import ConfigError
+    from scoresde.train.checkpoint import CheckpointError
+
+    return (ConfigError, CheckpointError, CheckpointMismatchError, DataNotFoundError, DataFormatError,
+            WeightsNotFoundError, WeightsFormatError, NonFiniteLossError, SamplingError)
+
+
+def _single_run() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN
+
+
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="config")
 def main(cfg: DictConfig) -> dict:
     """Run the configured task (see :mod:`scoresde.tasks`)."""
     from scoresde.tasks import run_task
 
-    return run_task(cfg)
+    try:
+        return run_task(cfg)
+    except user_errors() as err:
+        if not _single_run() or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -48,17 +48,22 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-def _env() -> dict[str, str]:
+def _env(full_error: bool = True) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(HYDRA_FULL_ERROR="1", PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    env.update(PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    env.pop("HYDRA_FULL_ERROR", None)
+    if full_error:
+        env["HYDRA_FULL_ERROR"] = "1"
     return env
 
 
-def _run(args: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+def _run(
+    args: list[str], cwd: Path, timeout: float = 240, full_error: bool = True
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "scoresde.run", *args],
         cwd=cwd,
-        env=_env(),
+        env=_env(full_error),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -224,8 +229,20 @@ def test_cli_errors_are_clear(tmp_path):
         "Could not find 'sde/nonexistent'" in proc.stderr and "subvp" in proc.stderr and "ve" in proc.stderr
     )
     proc = _run(
-        ["module.lr=-1", "trainer.max_steps=0", f"hydra.run.dir={tmp_path}/bad"], tmp_path, timeout=120
+        ["module.lr=-1", "trainer.max_steps=0", f"hydra.run.dir={tmp_path}/bad"],
+        tmp_path,
+        timeout=120,
+        full_error=False,
     )
     assert proc.returncode != 0
     assert "module.lr=-1.0: the learning rate must be > 0" in proc.stderr or "module.lr=-1:" in proc.stderr
     assert "trainer.max_steps=0" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.lstrip().startswith("error: invalid configuration")
+    proc = _run(
+        ["task=sample", f"ckpt_path={tmp_path}/missing.ckpt", f"hydra.run.dir={tmp_path}/s"],
+        tmp_path,
+        timeout=120,
+        full_error=False,
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"checkpoint file not found: {tmp_path}/missing.ckpt" in proc.stderr

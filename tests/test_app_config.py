@@ -14,7 +14,7 @@ GROUPS = {
     "sde": ["vp", "subvp", "ve"],
     "solver": ["em", "pc", "ode"],
     "trainer": ["cpu", "gpu", "ddp"],
-    "task": ["train", "sample", "likelihood"],
+    "task": ["train", "sample", "likelihood", "evaluate"],
     "data": ["toy2d", "digits", "mnist", "cifar10", "folder"],
     "model": [
         "mlp",

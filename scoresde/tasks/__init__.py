@@ -1,5 +1,5 @@
 """The app's tasks, one small module each: ``train`` (fit, then sample and evaluate with the EMA
-weights), ``sample`` and ``likelihood`` (from a checkpoint). :func:`run_task` dispatches on
+weights), ``sample``, ``likelihood`` and ``evaluate`` (from a checkpoint). :func:`run_task` dispatches on
 ``cfg.task.name``; ``python -m scoresde.run`` is the Hydra entry point."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ TASKS = {
     "train": "scoresde.tasks.train:run_train",
     "sample": "scoresde.tasks.sample:run_sample",
     "likelihood": "scoresde.tasks.likelihood:run_likelihood",
+    "evaluate": "scoresde.tasks.evaluate:run_evaluate",
 }
 
 

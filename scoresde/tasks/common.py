@@ -95,6 +95,13 @@ def validate_config(cfg: DictConfig) -> None:
     need("progress_bar_refresh_rate", lambda v: int(v) >= 0, "must be >= 0")
     need("solver.steps", lambda v: int(v) >= 1, "the number of solver steps must be >= 1", allow_none=True)
     need("validation.solver.steps", lambda v: int(v) >= 1, "must be >= 1", allow_none=True)
+    if _get(cfg, "task.name") == "evaluate":
+        need("task.seed_sets", lambda v: int(v) >= 1, "must be >= 1 (>= 2 to measure the spread)")
+        need("task.kid_subset_size", lambda v: int(v) >= 2, "must be >= 2")
+        need("task.kid_subsets", lambda v: int(v) >= 1, "must be >= 1")
+        need("task.memorization_percentile", lambda v: 0 < float(v) < 100, "must lie in (0, 100)")
+        need("task.reference_split", lambda v: v in ("train", "val", "test"), "must be train, val or test")
+        need("task.batch_size", lambda v: int(v) >= 1, "must be >= 1")
     seeds = _get(cfg, "sample_seeds")
     if seeds is not None and (not OmegaConf.is_list(seeds) or len(seeds) == 0):
         problems.append(f"sample_seeds={seeds!r}: must be a non-empty list of integers, e.g. [3, 17]")

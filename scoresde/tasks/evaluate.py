@@ -1,0 +1,267 @@
+"""``task=evaluate``: sample quality (and bits/dim) of a checkpoint's EMA weights.
+
+``task.seed_sets`` disjoint sets of ``num_samples`` per-sample seeds are drawn (set ``k``, sample ``i``:
+seed ``seed * 1_000_000 + k * num_samples + i``; set 0 is exactly what ``task=sample`` draws), so every
+sample is reproducible on its own and the result does not depend on batching or the number of processes.
+
+* Image data: the samples are quantized exactly like the data (``uint8`` in ``[0, levels)``) before any
+  feature is computed. FID and KID (torchmetrics) are computed per seed set against the reference
+  statistics of ``task.reference_split`` in the feature network's space (cached per data set and network,
+  recomputed when the data or the network changed); IS and the classifier confidence when the network has
+  class logits; memorisation (the fraction of samples closer to a training image than the 5th percentile of
+  test-to-train distances) in pixel space. Each metric is reported as its values over the seed sets with
+  their mean and standard deviation; ``task.compare_to`` names another run's ``metrics.json`` and the output
+  says whether the two differ by more than that spread.
+* Continuous data (toy2d): sliced Wasserstein-2 and MMD to fresh draws of the data distribution, beside the
+  same distances between two fresh draws (the floor a perfect sampler reaches).
+* Bits/dim of ``likelihood.split`` (``task.likelihood``), as ``task=likelihood``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from scoresde.evaluation import (
+    DEFAULT_FEATURES,
+    SpreadResult,
+    build_feature_extractor,
+    classifier_confidence,
+    compare,
+    compute_image_metrics,
+    fid_from_features,
+    memorization,
+    mmd_rbf,
+    reference_stats,
+    sliced_wasserstein,
+    to_uint8,
+)
+from scoresde.train.build import plain
+from scoresde.train.distributed import is_global_zero
+
+from .common import SEED_STRIDE, ConfigError, build_datamodule, build_solver, per_item_seeds, write_json
+from .launch import checkpoint_model, launch_processes, prepare_run
+from .likelihood import _check_data_matches, evaluate_likelihood
+from .sample import generate, save_samples
+
+__all__ = ["compare_to", "evaluation_seed_sets", "image_quality", "run_evaluate", "toy_quality"]
+
+log = logging.getLogger(__name__)
+
+
+def evaluation_seed_sets(num_sets: int, num_samples: int, seed: int, explicit: Any = None) -> list[list[int]]:
+    """``num_sets`` disjoint seed lists of ``num_samples`` (``seed * 1_000_000 + k * num_samples + i``), or
+    the one explicit list."""
+    if explicit is not None:
+        return [per_item_seeds(explicit, None, seed)]
+    if num_sets < 1 or num_samples < 1:
+        raise ConfigError(f"need task.seed_sets >= 1 and num_samples >= 1, got {num_sets} and {num_samples}")
+    if num_sets * num_samples > SEED_STRIDE:
+        raise ConfigError(f"seed_sets * num_samples must stay below {SEED_STRIDE}")
+    base = int(seed) * SEED_STRIDE
+    return [[base + k * num_samples + i for i in range(num_samples)] for k in range(num_sets)]
+
+
+def _spread(values: list[float], name: str) -> dict[str, Any]:
+    return SpreadResult(tuple(float(v) for v in values), name).to_dict()
+
+
+def image_quality(
+    sample_sets: list[torch.Tensor],
+    dm: Any,
+    ecfg: dict[str, Any],
+    *,
+    levels: int,
+    data_range: tuple[float, float],
+    seed: int = 0,
+) -> dict[str, Any]:
+    """FID/KID (+IS, confidence) per seed set with their spread, memorisation and the real-data floor for
+    model-space image samples ``sample_sets`` (one tensor per seed set) of the data module ``dm``."""
+    name = ecfg.get("feature_network", "auto")
+    if name in (None, "auto"):
+        if dm.name not in DEFAULT_FEATURES:
+            raise ConfigError(
+                f"no default feature network for data={dm.name}; set task.feature_network to one of "
+                f"{', '.join(sorted(set(DEFAULT_FEATURES.values())))}"
+            )
+        name = DEFAULT_FEATURES[dm.name]
+    kwargs = {"weights": ecfg["feature_weights"]} if ecfg.get("feature_weights") else {}
+    extractor = build_feature_extractor(name, **kwargs)
+    batch = int(ecfg.get("batch_size", 500))
+    split = str(ecfg.get("reference_split", "train"))
+    train = dm.integer_data(split)
+    ref = reference_stats(
+        f"{dm.name}-{split}", extractor, train, cache_dir=ecfg.get("stats_dir"), batch_size=batch
+    )
+    sets = [to_uint8(x, levels, data_range) for x in sample_sets]
+    per_set = [
+        compute_image_metrics(
+            s,
+            ref,
+            extractor,
+            kid_subsets=int(ecfg.get("kid_subsets", 100)),
+            kid_subset_size=int(ecfg.get("kid_subset_size", 1000)),
+            seed=seed + k,
+            batch_size=batch,
+        )
+        for k, s in enumerate(sets)
+    ]
+    out: dict[str, Any] = {
+        "feature_network": extractor.name,
+        "fingerprint": extractor.fingerprint,
+        "reference": {"name": ref.name, "split": split, "num_images": ref.num_samples},
+        "fid": _spread([m.fid for m in per_set], "FID"),
+        "kid": _spread([m.kid_mean for m in per_set], "KID"),
+    }
+    if per_set[0].is_mean is not None:
+        out["inception_score"] = _spread([m.is_mean for m in per_set], "IS")
+    all_samples = torch.cat(sets)
+    if extractor.has_logits:
+        out["confidence"] = classifier_confidence(extractor, all_samples, batch).to_dict()
+    held_out = "test" if split != "test" else "train"
+    held = dm.integer_data(held_out)
+    out["memorization"] = memorization(
+        all_samples, train, held, percentile=float(ecfg.get("memorization_percentile", 5.0))
+    ).to_dict()
+    if ecfg.get("data_floor", True):
+        fid_real = fid_from_features(ref, extractor.extract(held, batch)[0])
+        out["data_floor"] = {
+            "fid": fid_real,
+            "split": held_out,
+            "num_images": len(held),
+            "note": f"FID of the {len(held)} real {held_out} images against the reference: what real data "
+            "scores (FID grows as the number of samples shrinks, so compare at similar sizes)",
+        }
+    return out
+
+
+def toy_quality(
+    sample_sets: list[torch.Tensor], dm: Any, seed: int = 0, num_projections: int = 500
+) -> dict[str, Any]:
+    """Sliced W2 and MMD of each seed set to fresh data, and the same between two fresh draws (floor)."""
+    sw, mmd, sw_floor, mmd_floor = [], [], [], []
+    for k, x in enumerate(sample_sets):
+        g = torch.Generator().manual_seed(int(seed) * 7919 + 2 * k + 1)
+        fresh, fresh2 = dm.sample(len(x), g).double(), dm.sample(len(x), g).double()
+        x = x.reshape(len(x), -1).double()
+        sw.append(sliced_wasserstein(x, fresh, num_projections, torch.Generator().manual_seed(k)))
+        sw_floor.append(sliced_wasserstein(fresh2, fresh, num_projections, torch.Generator().manual_seed(k)))
+        mmd.append(mmd_rbf(x, fresh))
+        mmd_floor.append(mmd_rbf(fresh2, fresh))
+    return {
+        "sliced_w2": _spread(sw, "sliced W2"),
+        "sliced_w2_floor": _spread(sw_floor, "sliced W2 floor"),
+        "mmd": _spread(mmd, "MMD"),
+        "mmd_floor": _spread(mmd_floor, "MMD floor"),
+        "note": "floor: the same distance between two fresh draws of the data (a perfect sampler's value)",
+    }
+
+
+def compare_to(metrics: dict[str, Any], other_path: str | Path, num_std: float = 1.0) -> dict[str, Any]:
+    """For each metric with a spread in both runs: the difference, the spread of the difference and whether
+    the difference is within it (then the two results cannot be ranked)."""
+    path = Path(other_path).expanduser()
+    try:
+        other = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"task.compare_to: no such file {path} (give the metrics.json of an evaluate run)"
+        ) from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"task.compare_to: {path} is not valid JSON ({err})") from None
+    out: dict[str, Any] = {"other": str(path)}
+    for key in ("fid", "kid", "inception_score", "sliced_w2", "mmd"):
+        a, b = metrics.get("quality", {}).get(key), other.get("quality", {}).get(key)
+        if not (a and b):
+            continue
+        ra, rb = SpreadResult(tuple(a["values"]), key), SpreadResult(tuple(b["values"]), key)
+        try:
+            c = compare(ra, rb, num_std)
+        except ValueError as err:  # fewer than two seed sets on a side
+            out[key] = {"message": str(err)}
+            continue
+        out[key] = {"difference": c.difference, "spread": c.spread, "within": c.within, "message": c.message}
+    return out
+
+
+def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Samples over seed sets from ``ckpt_path`` with ``solver``, their quality metrics and bits/dim."""
+    run_dir = prepare_run(cfg)
+    launch_processes(cfg)
+    model = checkpoint_model(cfg)
+    dm = build_datamodule(cfg)
+    _check_data_matches(model, dm)
+    ecfg = plain(cfg.task)
+    solver = build_solver(cfg)
+    seed_sets = evaluation_seed_sets(
+        int(ecfg["seed_sets"]), int(cfg.num_samples), int(cfg.seed), cfg.sample_seeds
+    )
+    seeds = [s for group in seed_sets for s in group]
+    log.info(
+        "evaluating %s: %d seed set(s) of %d samples with %r",
+        cfg.ckpt_path,
+        len(seed_sets),
+        len(seed_sets[0]),
+        solver,
+    )
+    x, stats = generate(model, solver, seeds, int(cfg.sample_batch_size), progress=True)
+    hp = model.hparams
+    levels, data_range = hp.levels, tuple(hp.data_range)
+    bounds = [0]
+    for group in seed_sets:
+        bounds.append(bounds[-1] + len(group))
+    sets = [x[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    lik = None
+    if ecfg.get("likelihood", True):
+        lik, _ = evaluate_likelihood(model, dm, plain(cfg.likelihood), int(cfg.seed), progress=True)
+    metrics: dict[str, Any] = {
+        "task": "evaluate",
+        "ckpt_path": str(cfg.ckpt_path),
+        "solver": repr(solver),
+        "sampling": dict(stats, seed_sets=len(seed_sets), samples_per_set=len(seed_sets[0])),
+    }
+    if not is_global_zero():
+        return metrics
+    if levels is not None:
+        metrics["quality"] = image_quality(
+            sets, dm, ecfg, levels=levels, data_range=data_range, seed=int(cfg.seed)
+        )
+    else:
+        metrics["quality"] = toy_quality(sets, dm, seed=int(cfg.seed))
+    if lik is not None:
+        metrics["likelihood"] = lik
+    if ecfg.get("compare_to"):
+        metrics["comparison"] = compare_to(metrics, ecfg["compare_to"])
+    metrics["files"] = save_samples(
+        sets[0], run_dir, levels=levels, data_range=data_range, seeds=seed_sets[0]
+    )
+    write_json(run_dir / "metrics.json", metrics)
+    for line in _summary_lines(metrics):
+        log.info("%s", line)
+    return metrics
+
+
+def _summary_lines(metrics: dict[str, Any]) -> list[str]:
+    q = metrics.get("quality", {})
+    lines = []
+    for key in ("fid", "kid", "inception_score", "sliced_w2", "mmd"):
+        r = q.get(key)
+        if r:
+            std = "n/a (one seed set)" if r["std"] is None else f"{r['std']:.4g}"
+            lines.append(f"{r['name']}: {r['mean']:.4g} +- {std} over {len(r['values'])} seed set(s)")
+    if "memorization" in q:
+        m = q["memorization"]
+        lines.append(
+            f"memorisation: {m['fraction']:.3f} of samples (expected {m['expected']:.3f} for fresh data)"
+        )
+    if "likelihood" in metrics and "bpd" in metrics["likelihood"]:
+        lines.append(f"test bits/dim: {metrics['likelihood']['bpd']:.4f}")
+    for c in metrics.get("comparison", {}).values():
+        if isinstance(c, dict) and "message" in c:
+            lines.append(c["message"])
+    return lines
