@@ -438,3 +438,18 @@ def test_evaluation_layer_imports_neither_lightning_nor_hydra():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_line_plot_png(tmp_path):
+    from PIL import Image
+
+    from scoresde.evaluation.plot import save_line_plot
+
+    path = save_line_plot(
+        {"em": [(101, 20.0), (1001, 8.0)], "ode": [(74, 15.0), (float("nan"), 1.0)]},
+        tmp_path / "q.png", xlabel="NFE", ylabel="FID", logx=True,
+    )
+    img = Image.open(path)
+    assert img.size == (900, 600) and len(img.getcolors(100000)) > 3
+    with pytest.raises(ValueError, match="no finite points"):
+        save_line_plot({"a": [(float("nan"), 1.0)]}, tmp_path / "x.png", xlabel="x", ylabel="y")
