@@ -50,8 +50,12 @@ def _single_run() -> bool:
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="config")
 def main(cfg: DictConfig) -> dict:
     """Run the configured task (see :mod:`scoresde.tasks`)."""
+    import warnings
+
     from scoresde.tasks import run_task
 
+    # pytorch_lightning's own use of a torch API that torch >= 2.9 deprecates: not the user's to fix
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     try:
         return run_task(cfg)
     except user_errors() as err:

@@ -54,10 +54,15 @@ class NoiseSource:
             self._buffer: torch.Tensor | None = None
             self._pos = self.block
 
-    def __call__(self) -> torch.Tensor:
+    def __call__(self, scale: float = 1.0) -> torch.Tensor:
+        """The next draw, times ``scale`` (fused into the draw where possible)."""
         if self.generators is None:
-            return self._draw((self.batch, *self.shape), generator=self.generator, device=self.device,
-                              dtype=self.dtype)
+            if self._draw is torch.randn and scale != 1.0:  # one kernel: N(0, scale^2) directly
+                out = torch.empty((self.batch, *self.shape), device=self.device, dtype=self.dtype)
+                return out.normal_(0.0, scale, generator=self.generator)
+            out = self._draw((self.batch, *self.shape), generator=self.generator, device=self.device,
+                             dtype=self.dtype)
+            return out if scale == 1.0 else out.mul_(scale)
         if self._pos == self.block:
             self._buffer = torch.stack([
                 self._draw((self.block, *self.shape), generator=g, device=self.device, dtype=self.dtype)
@@ -66,7 +71,7 @@ class NoiseSource:
             self._pos = 0
         out = self._buffer[self._pos]
         self._pos += 1
-        return out
+        return out if scale == 1.0 else out * scale
 
 
 class CountingScore:

@@ -12,7 +12,9 @@ flattened data: ``dx = -[f - g^2 score](x, T - s) ds + g(T - s) dW_s``. The nois
 Brownian motion: fixed-step methods ask for each increment exactly once, so a source that draws
 fresh Gaussian increments from the sample's generator (per-sample seeds stay exact) replaces
 torchsde's ``BrownianInterval``, which costs ~10x a small model's step. Adaptive stepping revisits
-intervals, so it keeps ``BrownianInterval``.
+intervals, so it keeps ``BrownianInterval``. For ``euler`` the diffusion ``g(t)`` is constant over a
+step, so the source draws the whole noise term ``g(t) dW ~ N(0, g(t)^2 h)`` in one kernel and
+``g_prod`` passes it through (the other methods get plain increments and multiply by ``g``).
 """
 
 from __future__ import annotations
@@ -44,21 +46,24 @@ class _FreshBrownian(BaseBrownian):
     :class:`NoiseSource`; with ``return_U`` also the space-time Levy area term
     ``U = h (W / 2 + H)``, ``H ~ N(0, h / 12)`` independent of ``W`` (torchsde's convention)."""
 
-    def __init__(self, noise: NoiseSource, numel: int, bar=None):
+    def __init__(self, noise: NoiseSource, numel: int, bar=None, diffusion=None):
         self._noise = noise
         self._shape = (noise.batch, numel)
         self._bar = bar
+        self._diffusion = diffusion  # s -> g(T - s): return g dW instead of dW (Euler only)
 
     def __call__(self, ta, tb=None, return_U=False, return_A=False):
         if return_A:
             raise ValueError("Levy area A is not available from the fresh-increment Brownian source")
-        h = float(tb - ta)
-        w = self._noise().reshape(self._shape) * math.sqrt(h)
+        ta = float(ta)
+        h = float(tb) - ta
+        scale = math.sqrt(h) if self._diffusion is None else self._diffusion(ta) * math.sqrt(h)
+        w = self._noise(scale).view(self._shape)
         if self._bar is not None:
             self._bar.update(1)
         if not return_U:
             return w
-        big_h = self._noise().reshape(self._shape) * math.sqrt(h / 12.0)
+        big_h = self._noise(math.sqrt(h / 12.0)).view(self._shape)
         return w, h * (0.5 * w + big_h)
 
     def __repr__(self):
@@ -86,33 +91,40 @@ class _ReverseSDE(torch.nn.Module):
 
     noise_type = "diagonal"
 
-    def __init__(self, sde: SDE, score: CountingScore, shape, sde_type: str, step_size: float):
+    def __init__(self, sde: SDE, score: CountingScore, shape, sde_type: str, step_size: float,
+                 prescaled_noise: bool = False):
         super().__init__()
         self.sde, self.score, self.shape, self.sde_type = sde, score, tuple(shape), sde_type
         self.step_size = step_size
-        self._memo = (None, None, None)
+        self.prescaled_noise = prescaled_noise  # the Brownian source already returns g dW
+        self._memo = [None, None, None]  # a list, mutated in place: no nn.Module.__setattr__ per step
+
+    def diffusion_at(self, s: float) -> float:
+        """``g(T - s)``."""
+        return self.sde.diffusion(self.sde.T - s)
 
     def f(self, s, y):
         """``-[f - g^2 score](x, T - s)``: the reverse drift in forward time ``s``."""
         s = float(s)
         # torchsde evaluates f once at (ts[0], y0) to check shapes, then again in the first step:
         # memoise on the identity of y so that costs one score evaluation, not two.
-        if self._memo[0] is y and self._memo[1] == s:
-            return self._memo[2]
-        t = self.sde.T - s
-        x = y.reshape(self.shape)
+        memo = self._memo
+        if memo[0] is y and memo[1] == s:
+            return memo[2]
+        sde = self.sde
+        t = sde.T - s
         self.score.step = round(s / self.step_size) if self.step_size else s
-        score = self.score(x, torch.full((y.shape[0],), t, device=y.device, dtype=y.dtype))
+        score = self.score(y.view(self.shape), torch.full((y.shape[0],), t, device=y.device, dtype=y.dtype))
         # -(a x - g^2 score) in two fused ops
-        out = torch.add(y * -self.sde.drift_coef(t), score.reshape(y.shape), alpha=self.sde.diffusion(t) ** 2)
-        self._memo = (y, s, out)
+        out = torch.add(y * -sde.drift_coef(t), score.view(y.shape), alpha=sde.diffusion(t) ** 2)
+        memo[:] = (y, s, out)
         return out
 
     def g(self, s, y):
-        return torch.full_like(y, self.sde.diffusion(self.sde.T - float(s)))
+        return torch.full_like(y, self.diffusion_at(float(s)))
 
     def g_prod(self, s, y, v):
-        return v * self.sde.diffusion(self.sde.T - float(s))
+        return v if self.prescaled_noise else v * self.diffusion_at(float(s))
 
     def f_and_g_prod(self, s, y, v):
         return self.f(s, y), self.g_prod(s, y, v)
@@ -159,9 +171,11 @@ class EulerMaruyama(Sampler):
             bm = torchsde.BrownianInterval(t0=0.0, t1=span, size=(batch, numel), dtype=x.dtype,
                                            device=x.device, entropy=entropy,
                                            levy_area_approximation="space-time")
-        else:
-            bm = _FreshBrownian(noise, numel, bar)
-        rsde = _ReverseSDE(sde, counter, x.shape, SDE_METHODS[self.method], 0.0 if self.adaptive else h)
+        prescaled = not self.adaptive and self.method == "euler"
+        rsde = _ReverseSDE(sde, counter, x.shape, SDE_METHODS[self.method], 0.0 if self.adaptive else h,
+                           prescaled_noise=prescaled)
+        if not self.adaptive:
+            bm = _FreshBrownian(noise, numel, bar, rsde.diffusion_at if prescaled else None)
         options = {"grad_free": True} if self.method == "milstein" else None
         # dt a hair above h: exactly `steps` steps, the last one clipped to end at T - eps.
         with warnings.catch_warnings():

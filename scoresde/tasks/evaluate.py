@@ -44,9 +44,8 @@ from scoresde.evaluation import (
 from scoresde.train.build import plain
 from scoresde.train.distributed import is_global_zero
 
-from .common import SEED_STRIDE, ConfigError, build_datamodule, build_solver, per_item_seeds, write_json
-from .launch import checkpoint_model, launch_processes, prepare_run
-from .likelihood import _check_data_matches, evaluate_likelihood
+from .common import SEED_STRIDE, ConfigError, build_solver, per_item_seeds, write_json
+from .likelihood import evaluate_likelihood, start_from_checkpoint
 from .sample import generate, save_samples
 
 __all__ = ["compare_to", "evaluation_seed_sets", "image_quality", "run_evaluate", "toy_quality"]
@@ -191,11 +190,7 @@ def compare_to(metrics: dict[str, Any], other_path: str | Path, num_std: float =
 
 def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Samples over seed sets from ``ckpt_path`` with ``solver``, their quality metrics and bits/dim."""
-    run_dir = prepare_run(cfg)
-    launch_processes(cfg)
-    model = checkpoint_model(cfg)
-    dm = build_datamodule(cfg)
-    _check_data_matches(model, dm)
+    run_dir, model, dm = start_from_checkpoint(cfg)
     ecfg = plain(cfg.task)
     solver = build_solver(cfg)
     seed_sets = evaluation_seed_sets(

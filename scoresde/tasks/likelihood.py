@@ -28,7 +28,7 @@ from scoresde.train.distributed import chunks, gather_objects, is_global_zero, m
 from .common import build_datamodule, per_item_seeds, write_json
 from .launch import checkpoint_model, launch_processes, prepare_run
 
-__all__ = ["evaluate_likelihood", "run_likelihood", "summarize"]
+__all__ = ["evaluate_likelihood", "run_likelihood", "start_from_checkpoint", "summarize"]
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +114,20 @@ def summarize(values: torch.Tensor, levels: int | None, dims: int) -> dict[str, 
     return {"nll_nats": mean, "nll_nats_sem": sem, "nll_nats_per_dim": mean / dims, "num_nonfinite": n_bad}
 
 
-def run_likelihood(cfg: DictConfig) -> dict[str, Any]:
-    """Bits/dim (or NLL) of ``likelihood.split`` under ``ckpt_path``."""
+def start_from_checkpoint(cfg: DictConfig) -> tuple[Path, ScoreModel, Any]:
+    """What a task on a trained model starts with: the run directory, the model of ``ckpt_path`` (EMA
+    weights; the other processes started under DDP) and the configured data module, checked to match."""
     run_dir = prepare_run(cfg)
     launch_processes(cfg)
     model = checkpoint_model(cfg)
     dm = build_datamodule(cfg)
     _check_data_matches(model, dm)
+    return run_dir, model, dm
+
+
+def run_likelihood(cfg: DictConfig) -> dict[str, Any]:
+    """Bits/dim (or NLL) of ``likelihood.split`` under ``ckpt_path``."""
+    run_dir, model, dm = start_from_checkpoint(cfg)
     summary, values = evaluate_likelihood(model, dm, plain(cfg.likelihood), int(cfg.seed), progress=True)
     metrics = {"task": "likelihood", "ckpt_path": str(cfg.ckpt_path), "likelihood": summary}
     write_json(run_dir / "metrics.json", metrics)

@@ -137,17 +137,18 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
         "num_parameters": sum(p.numel() for p in model.net.parameters()),
         "data": plain(info),
     }
+    show = int(cfg.get("progress_bar_refresh_rate", 20) or 0) > 0
     if solver is not None:
         seeds = per_item_seeds(
             cfg.sample_seeds, None if cfg.sample_seeds is not None else int(cfg.num_samples), cfg.seed
         )
-        x, stats = generate(infer, solver, seeds, int(cfg.sample_batch_size), progress=True)
+        x, stats = generate(infer, solver, seeds, int(cfg.sample_batch_size), progress=show)
         metrics["sampling"] = {**stats, "solver": repr(solver)}
         metrics["samples"] = save_samples(
             x, run_dir, levels=info["levels"], data_range=info["data_range"], seeds=seeds
         )
     if cfg.task.get("likelihood", True):
-        summary, _ = evaluate_likelihood(infer, dm, plain(cfg.likelihood), int(cfg.seed), progress=True)
+        summary, _ = evaluate_likelihood(infer, dm, plain(cfg.likelihood), int(cfg.seed), progress=show)
         metrics["likelihood"] = summary
         key = "bpd" if "bpd" in summary else "nll_nats"
         if is_global_zero():
