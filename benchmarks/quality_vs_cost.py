@@ -3,6 +3,7 @@
     python benchmarks/quality_vs_cost.py [--sdes vp subvp ve] [--train-steps 8000] [--ckpt vp=PATH ...]
         [--num-samples 1000] [--em-steps 100 250 500 1000] [--pc-steps 100 250 500 1000]
         [--ode-rtol 1e-3 1e-5] [--threads 2] [--out benchmarks/results/quality_vs_cost]
+    python benchmarks/quality_vs_cost.py --merge DIR [DIR ...] --out DIR    # one table from runs per SDE
 
 For each SDE it trains the main job's model (`python -m scoresde.run sde=<sde>` with `trainer.max_steps`
 and no time cap) or loads the checkpoint given with `--ckpt`, then for each solver and budget draws the same
@@ -50,6 +51,13 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/quality_vs_cost"))
+    p.add_argument(
+        "--merge",
+        type=Path,
+        nargs="*",
+        default=None,
+        help="only merge the results.json of these --out directories into --out",
+    )
     return p.parse_args()
 
 
@@ -86,6 +94,9 @@ def _solvers(args: argparse.Namespace) -> list[tuple[str, str, object]]:
 
 def main() -> None:
     args = _parse()
+    if args.merge:
+        merge(args.merge, args.out)
+        return
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     ckpts = dict(item.split("=", 1) for item in args.ckpt)
@@ -127,28 +138,44 @@ def main() -> None:
     header = (
         f"{args.num_samples} samples per row, seed {args.seed}, {args.threads} threads, "
         f"load average {os.getloadavg()[0]:.2f}; FID/KID in the digits classifier's feature space against "
-        "the "
-        f"1,500 training images (real test images score FID {rows[0]['fid_data_floor']:.2f}); "
+        f"the 1,500 training images (real test images score FID {rows[0]['fid_data_floor']:.2f}); "
         "bits/dim: test split, 17 levels"
     )
+    (args.out / "results.json").write_text(
+        json.dumps({"args": vars(args), "header": header, "rows": rows, "bpd": bpd}, indent=2, default=str)
+    )
+    report(rows, header, args.out)
+
+
+def report(rows: list[dict], header: str, out: Path) -> None:
+    """Print the markdown table, write it to ``table.md`` and the FID-versus-NFE plot to
+    ``quality_vs_nfe.png``."""
     table = _table(rows)
     print("\n" + header + "\n\n" + table)
-    (args.out / "table.md").write_text(header + "\n\n" + table + "\n")
-    (args.out / "results.json").write_text(
-        json.dumps({"args": vars(args), "rows": rows, "bpd": bpd}, indent=2, default=str)
-    )
+    (out / "table.md").write_text(header + "\n\n" + table + "\n")
     series: dict[str, list[tuple[float, float]]] = {}
     for r in rows:
         series.setdefault(f"{r['sde']} {r['solver']}", []).append((r["nfe"], r["fid"]))
     png = save_line_plot(
         series,
-        args.out / "quality_vs_nfe.png",
+        out / "quality_vs_nfe.png",
         xlabel="NFE per sample (log)",
         ylabel="FID (digits features)",
         title="digits: FID versus score evaluations",
         logx=True,
     )
     print(f"wrote {png}")
+
+
+def merge(dirs: list[Path], out: Path) -> None:
+    """One table and plot from the ``results.json`` of several runs (e.g. one per SDE, run in parallel)."""
+    rows, headers = [], []
+    for d in dirs:
+        data = json.loads((d / "results.json").read_text())
+        rows += data["rows"]
+        headers.append(f"{', '.join(sorted({r['sde'] for r in data['rows']}))}: {data.get('header', '')}")
+    out.mkdir(parents=True, exist_ok=True)
+    report(rows, "\n".join(headers), out)
 
 
 def _fmt(r: dict) -> str:
