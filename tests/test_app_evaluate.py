@@ -9,18 +9,10 @@ import math
 
 import pytest
 import torch
-from test_app_run import TOY
+from test_app_run import TOY, _one_thread  # noqa: F401  (the module-wide one-thread fixture)
 
 from scoresde.tasks import compose_config, run_task
 from scoresde.tasks.common import SEED_STRIDE, ConfigError
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
