@@ -38,6 +38,8 @@ def score_vjp_cost(score_fn, x, repeats=20):
 
 
 def row(name, score_fn, sde, x, estimator, rtol, blas_threads=1):
+    # warm-up: one loose solve first, so one-time costs (oneDNN primitives, allocator) stay out of the timing
+    log_likelihood(score_fn, sde, x, estimator=estimator, rtol=1e-1, atol=1e-1, blas_threads=blas_threads)
     t0 = time.perf_counter()
     res = log_likelihood(score_fn, sde, x, estimator=estimator, rtol=rtol, atol=rtol,
                          blas_threads=blas_threads, generator=torch.Generator().manual_seed(0))
