@@ -57,13 +57,18 @@ def _config(args, run_dir):
     return compose_config(*overrides, output_dir=run_dir)
 
 
+def _setup(args, run_dir):
+    """The config, data module and fresh model both loops start from (same seed)."""
+    cfg = _config(args, run_dir)
+    torch.manual_seed(0)
+    dm = build_datamodule(cfg)
+    return cfg, dm, build_score_model(cfg, data_info(dm))
+
+
 def lightning_run(args) -> float:
     """Steady-state steps/s of trainer.fit with the app's trainer (callbacks, logger, progress bar)."""
     with tempfile.TemporaryDirectory() as d:
-        cfg = _config(args, d)
-        torch.manual_seed(0)
-        dm = build_datamodule(cfg)
-        model = build_score_model(cfg, data_info(dm))
+        cfg, dm, model = _setup(args, d)
         trainer, _, _ = build_trainer(cfg, run_dir=Path(d), ckpt_dir=Path(d))
         clock = _Clock(args.skip)
         trainer.callbacks.append(clock)
@@ -74,10 +79,7 @@ def lightning_run(args) -> float:
 def plain_run(args) -> float:
     """Steady-state steps/s of a hand-written loop doing the same work."""
     with tempfile.TemporaryDirectory() as d:
-        cfg = _config(args, d)
-        torch.manual_seed(0)
-        dm = build_datamodule(cfg)
-        model = build_score_model(cfg, data_info(dm))
+        cfg, dm, model = _setup(args, d)
         model.train()
         params = list(model.net.parameters())
         opt = torch.optim.Adam(

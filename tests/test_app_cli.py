@@ -14,38 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_app_run import TOY_BASE
 
-TOY = [
-    "experiment=toy2d",
-    "data.n_train=512",
-    "data.n_val=128",
-    "data.n_test=128",
-    "data.batch_size=64",
-    "model.hidden=32",
-    "model.depth=2",
-    "model.embed_dim=16",
-    "progress_bar_refresh_rate=0",
-    "logger=none",
-    "trainer.enable_model_summary=false",
-    "validation.bpd_examples=0",
-    "validation.num_samples=20",
-    "validation.solver.steps=5",
-    "num_samples=30",
-    "likelihood.num_examples=10",
-    "likelihood.rtol=1e-2",
-    "likelihood.atol=1e-2",
-    "threads=1",
-]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Run on one torch thread (a 2-thread run collapses when another process holds a core) and give
-    the other test modules their thread count back."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+TOY = [*TOY_BASE, "validation.bpd_examples=0", "num_samples=30", "likelihood.num_examples=10"]
 
 
 def _env(full_error: bool = True) -> dict[str, str]:

@@ -9,10 +9,12 @@ import math
 
 import pytest
 import torch
-from test_app_run import TOY, _one_thread  # noqa: F401  (the module-wide one-thread fixture)
+from test_app_run import TOY
 
 from scoresde.tasks import compose_config, run_task
 from scoresde.tasks.common import SEED_STRIDE, ConfigError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

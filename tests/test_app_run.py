@@ -14,7 +14,10 @@ from PIL import Image
 from scoresde.tasks import compose_config, run_task
 from scoresde.tasks.common import SEED_STRIDE
 
-TOY = [
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+#: a tiny toy2d run (shared with the CLI tests, which add their own sampling/likelihood sizes)
+TOY_BASE = [
     "experiment=toy2d",
     "data.n_train=512",
     "data.n_val=128",
@@ -28,30 +31,18 @@ TOY = [
     "trainer.enable_model_summary=false",
     "threads=1",
     "validation.num_samples=20",
-    "validation.bpd_examples=4",
-    "validation.bpd_rtol=1e-2",
     "validation.solver.steps=5",
-    "num_samples=20",
-    "likelihood.num_examples=6",
     "likelihood.rtol=1e-2",
     "likelihood.atol=1e-2",
 ]
+TOY = [*TOY_BASE, "validation.bpd_examples=4", "validation.bpd_rtol=1e-2", "num_samples=20",
+       "likelihood.num_examples=6"]
 #: solver settings that keep a test fast; sweeps use the common keys (eps, denoise) only
 FAST_SOLVER = {
     "em": ["solver.steps=20"],
     "pc": ["solver.steps=10"],
     "ode": ["solver.rtol=1e-2", "solver.atol=1e-2"],
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Run on one torch thread (a 2-thread run collapses when another process holds a core) and give
-    the other test modules their thread count back."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.mark.parametrize("solver", ["em", "pc", "ode"])

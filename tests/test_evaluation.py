@@ -21,18 +21,12 @@ from scoresde.evaluation import inception as inc
 from scoresde.evaluation.classifier import DIGITS_WEIGHTS_FILE
 from scoresde.evaluation.weight_files import package_weights_dir
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 # ------------------------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: these small workloads gain nothing from two, and two threads collapse when another
-    process holds a core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,9 @@ from scoresde import VESDE, VPSDE, GaussianMixture, SubVPSDE
 from scoresde.likelihood import bits_per_dim, log_likelihood
 from scoresde.solvers import ProbabilityFlowODE
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SDES = {"vp": VPSDE(), "subvp": SubVPSDE(), "ve": VESDE()}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def mixture(dim):

@@ -22,18 +22,12 @@ from scoresde.nets import (
 from scoresde.nets.checkpoint import CheckpointMismatchError
 from scoresde.nets.fir import downsample_2d, upfirdn2d, upsample_2d, upsample_conv_2d
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "score_sde_pytorch"
 META = json.loads((FIXTURES / "meta.json").read_text())
 FIXTURE_NAMES = ["ddpmpp_vp_small", "ncsnpp_ve_small"]
-
-
-@pytest.fixture(autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # deterministic timing-insensitive runs; 2-thread runs collapse on a busy host
-    yield
-    torch.set_num_threads(old)
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints

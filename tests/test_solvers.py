@@ -17,17 +17,10 @@ from scoresde.solvers import (
     tweedie_denoise,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SDES = {"vp": VPSDE(), "subvp": SubVPSDE(), "ve": VESDE()}
 N = 4000
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small batched ops: one thread is faster and immune to a busy second core."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def mixture(dim):

@@ -20,6 +20,8 @@ from scoresde.train import (
     load_score_model,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TINY = [
     "experiment=toy2d",
     "data.n_train=512",
@@ -39,16 +41,6 @@ TINY = [
     "trainer.enable_model_summary=false",
     "threads=1",
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Run on one torch thread (a 2-thread run collapses when another process holds a core) and give
-    the other test modules their thread count back."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _train(tmp, *overrides):

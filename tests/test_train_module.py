@@ -12,18 +12,10 @@ from torch.utils.data import DataLoader
 
 from scoresde.train import EMA, ScoreModel, TrainingDivergedError, ema_decay
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 NET = {"_target_": "scoresde.nets.MLP", "dim": 2, "hidden": 16, "depth": 1, "embed_dim": 8}
 SDE = {"_target_": "scoresde.sde.VPSDE"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Run on one torch thread (a 2-thread run collapses when another process holds a core) and give
-    the other test modules their thread count back."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _model(**kw) -> ScoreModel:

@@ -154,11 +154,13 @@ def compute_image_metrics(
     is_splits: int = 10,
     seed: int = 0,
     batch_size: int = 500,
+    features: tuple[torch.Tensor, torch.Tensor | None] | None = None,
 ) -> ImageMetrics:
     """FID, KID and (with logits) IS of integer ``samples`` ``(N, C, H, W)`` against ``reference``.
 
     The samples must already be quantized like the data (:func:`scoresde.evaluation.to_uint8`);
-    ``reference`` must come from the same feature network (checked by fingerprint).
+    ``reference`` must come from the same feature network (checked by fingerprint). ``features``:
+    ``extractor.extract(samples)`` when the caller already has it (the network is not run again).
     """
     if reference.fingerprint != extractor.fingerprint:
         raise ValueError(
@@ -166,9 +168,9 @@ def compute_image_metrics(
             f"({reference.feature_name}: {reference.fingerprint[:40]}...) than {extractor.name!r}; "
             "recompute them (scoresde.evaluation.reference_stats)"
         )
-    features, logits = extractor.extract(samples, batch_size)
-    fid = fid_from_features(reference, features)
-    kid_mean, kid_std = kid_from_features(reference.features, features, kid_subsets, kid_subset_size, seed)
+    feats, logits = extractor.extract(samples, batch_size) if features is None else features
+    fid = fid_from_features(reference, feats)
+    kid_mean, kid_std = kid_from_features(reference.features, feats, kid_subsets, kid_subset_size, seed)
     is_mean = is_std = None
     if logits is not None:
         is_mean, is_std = inception_score_from_logits(logits, is_splits, seed)

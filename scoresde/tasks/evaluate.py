@@ -31,9 +31,9 @@ from scoresde.evaluation import (
     DEFAULT_FEATURES,
     SpreadResult,
     build_feature_extractor,
-    classifier_confidence,
     compare,
     compute_image_metrics,
+    confidence_from_logits,
     fid_from_features,
     memorization,
     mmd_rbf,
@@ -98,6 +98,7 @@ def image_quality(
         f"{dm.name}-{split}", extractor, train, cache_dir=ecfg.get("stats_dir"), batch_size=batch
     )
     sets = [to_uint8(x, levels, data_range) for x in sample_sets]
+    extracted = [extractor.extract(s, batch) for s in sets]  # the feature network runs once per sample
     per_set = [
         compute_image_metrics(
             s,
@@ -106,9 +107,9 @@ def image_quality(
             kid_subsets=int(ecfg.get("kid_subsets", 100)),
             kid_subset_size=int(ecfg.get("kid_subset_size", 1000)),
             seed=seed + k,
-            batch_size=batch,
+            features=f,
         )
-        for k, s in enumerate(sets)
+        for k, (s, f) in enumerate(zip(sets, extracted))
     ]
     out: dict[str, Any] = {
         "feature_network": extractor.name,
@@ -121,7 +122,7 @@ def image_quality(
         out["inception_score"] = _spread([m.is_mean for m in per_set], "IS")
     all_samples = torch.cat(sets)
     if extractor.has_logits:
-        out["confidence"] = classifier_confidence(extractor, all_samples, batch).to_dict()
+        out["confidence"] = confidence_from_logits(torch.cat([logits for _, logits in extracted])).to_dict()
     held_out = "test" if split != "test" else "train"
     held = dm.integer_data(held_out)
     out["memorization"] = memorization(
