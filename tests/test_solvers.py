@@ -16,6 +16,7 @@ from scoresde.solvers import (
     build_solver,
     tweedie_denoise,
 )
+from scoresde.solvers.base import CountingScore
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -247,3 +248,40 @@ def test_nan_stops_sampling_with_step_and_time(solver):
 
     with pytest.raises(SamplingError, match=r"NaN/inf at (step \d+|t = 0\.[0-4])"):
         solver.sample(breaks_at_half, sde, (16, 2), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("solver", [EulerMaruyama(steps=50), PredictorCorrector(steps=50)])
+def test_nan_check_names_the_first_bad_step_exactly(solver):
+    """The finiteness check runs once per window of calls, but the error still names the first
+    bad call: here the 7th score evaluation only (the state then carries the NaN on)."""
+    sde, gm = VPSDE(), mixture(2)
+    exact = gm.score_fn(sde)
+    calls = []
+
+    def breaks_once(x, t):
+        calls.append(float(t[0]))
+        s = exact(x, t)
+        return s * torch.nan if len(calls) == 7 else s
+
+    with pytest.raises(SamplingError) as err:
+        solver.sample(breaks_once, sde, (16, 2), generator=torch.Generator().manual_seed(0))
+    step = 3 if isinstance(solver, PredictorCorrector) else 6  # PC: two calls per step
+    assert f"score became NaN/inf at step {step}, t = {calls[6]:.6g}" in str(err.value)
+    assert len(calls) < 7 + 16  # stopped within one window
+
+
+def test_nan_in_the_state_is_caught_when_the_score_hides_it():
+    sde = VPSDE()
+    x_T = torch.full((4, 2), float("nan"))
+    with pytest.raises(SamplingError, match="state became NaN/inf while the score stayed finite"):
+        PredictorCorrector(steps=5).sample(lambda x, t: torch.nan_to_num(x) * 0, sde, (4, 2), x_T=x_T)
+    with pytest.raises(ValueError, match="check_every must be >= 1"):
+        CountingScore(lambda x, t: x, check_every=0)
+
+
+def test_transition_memo_follows_changed_parameters():
+    sde = VPSDE()
+    before = sde.transition(0.5, 0.01)
+    sde.beta_max = 10.0
+    assert sde.transition(0.5, 0.01) != before
+    assert sde.transition(0.5, 0.01) == VPSDE(beta_max=10.0).transition(0.5, 0.01)

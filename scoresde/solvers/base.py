@@ -35,6 +35,7 @@ class NoiseSource:
                  distribution: str = "normal"):
         self.shape = tuple(int(s) for s in shape)
         self.batch = int(batch)
+        self._full_shape = (self.batch, *self.shape)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.dtype = dtype
         self.generator = generator
@@ -58,10 +59,9 @@ class NoiseSource:
         """The next draw, times ``scale`` (fused into the draw where possible)."""
         if self.generators is None:
             if self._draw is torch.randn and scale != 1.0:  # one kernel: N(0, scale^2) directly
-                out = torch.empty((self.batch, *self.shape), device=self.device, dtype=self.dtype)
+                out = torch.empty(self._full_shape, device=self.device, dtype=self.dtype)
                 return out.normal_(0.0, scale, generator=self.generator)
-            out = self._draw((self.batch, *self.shape), generator=self.generator, device=self.device,
-                             dtype=self.dtype)
+            out = self._draw(self._full_shape, generator=self.generator, device=self.device, dtype=self.dtype)
             return out if scale == 1.0 else out.mul_(scale)
         if self._pos == self.block:
             self._buffer = torch.stack([
@@ -76,25 +76,66 @@ class NoiseSource:
 
 class CountingScore:
     """Wraps ``score_fn``: counts evaluations (``nfe``) and stops with :class:`SamplingError` naming
-    the step and time when the score or the state is NaN or inf."""
+    the step and time where the score first became NaN or inf.
 
-    def __init__(self, score_fn: ScoreFn, check_finite: bool = True):
+    The check is batched to keep it off the per-step cost: the scores since the last check are kept
+    (references only, at most ``check_every`` of them and ~16 MiB), and every ``check_every`` calls
+    one reduction over the latest score decides. A NaN or inf never leaves the state once it is in
+    (every update adds the score to it) and a score of a non-finite state is non-finite, so a clean
+    latest score means a clean window; a dirty one is scanned for the first bad score, which the
+    error names. Sampling therefore stops at most ``check_every - 1`` evaluations after the first
+    NaN, with the exact step and time. :meth:`check` flushes the window and also checks a state (the
+    samplers call it on their final state, which catches a score that hides a non-finite input).
+    """
+
+    _WINDOW_BYTES = 16 << 20
+
+    def __init__(self, score_fn: ScoreFn, check_finite: bool = True, check_every: int = 16):
+        if int(check_every) < 1:
+            raise ValueError(f"check_every must be >= 1, got {check_every}")
         self.score_fn = score_fn
         self.check_finite = check_finite
+        self.check_every = int(check_every)
         self.nfe = 0
         self.step: int | str = "?"
+        self._window: list = []  # (step, t, score) of the calls since the last check
+        self._limit = 0
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         self.nfe += 1
         s = self.score_fn(x, t)
-        # one reduction: a NaN/inf anywhere makes the sum non-finite
-        if self.check_finite and not math.isfinite(float(s.detach().sum())):
-            bad = "state" if not bool(torch.isfinite(x).all()) else "score"
-            raise SamplingError(
-                f"the {bad} became NaN/inf at step {self.step}, t = {float(t.reshape(-1)[0]):.6g} "
-                f"(score evaluation {self.nfe}). Try more steps, a smaller snr, or check the model."
-            )
+        if self.check_finite:
+            window = self._window
+            window.append((self.step, t, s))
+            if len(window) >= self._limit:
+                if not self._limit:  # first call: size the window by the score's bytes
+                    self._limit = max(1, min(self.check_every, self._WINDOW_BYTES // max(1, s.nbytes)))
+                if len(window) >= self._limit:
+                    self.check()
         return s
+
+    def check(self, state: torch.Tensor | None = None) -> None:
+        """Raise :class:`SamplingError` if a score since the last check (or ``state``) is not finite."""
+        window, self._window = self._window, []
+        if not self.check_finite:
+            return
+        if (not window or _finite(window[-1][2])) and (state is None or _finite(state)):
+            return
+        for step, t, s in window:
+            if not _finite(s):
+                raise SamplingError(
+                    f"the score became NaN/inf at step {step}, t = {float(t.reshape(-1)[0]):.6g}. "
+                    "Try more steps, a smaller snr, or check the model."
+                )
+        raise SamplingError("the state became NaN/inf while the score stayed finite (found at the end of "
+                            "sampling). Try more steps, a smaller snr, or check the model.")
+
+
+def _finite(v: torch.Tensor) -> bool:
+    """All entries finite. Fast path: one reduction (a NaN/inf anywhere makes the sum non-finite);
+    only a non-finite sum, which a huge but finite state could also give, is confirmed entry-wise."""
+    v = v.detach()
+    return math.isfinite(float(v.sum())) or bool(torch.isfinite(v).all())
 
 
 def time_grid(steps: int, eps: float, T: float = 1.0, device=None, dtype=torch.float64) -> torch.Tensor:
@@ -146,10 +187,12 @@ class Sampler(abc.ABC):
         return CountingScore(score_fn, self.check_finite), noise, x
 
     def _finish(self, counter: CountingScore, sde: SDE, x: torch.Tensor, t_end: float) -> torch.Tensor:
+        counter.check(x)
         if self.denoise:
             counter.step = "denoise"
             t = torch.full((x.shape[0],), t_end, device=x.device, dtype=x.dtype)
             x = tweedie_denoise(counter, sde, x, t)
+            counter.check(x)
         self.nfe = counter.nfe
         return x
 

@@ -115,8 +115,10 @@ class _ReverseSDE(torch.nn.Module):
         t = sde.T - s
         self.score.step = round(s / self.step_size) if self.step_size else s
         score = self.score(y.view(self.shape), torch.full((y.shape[0],), t, device=y.device, dtype=y.dtype))
-        # -(a x - g^2 score) in two fused ops
-        out = torch.add(y * -sde.drift_coef(t), score.view(y.shape), alpha=sde.diffusion(t) ** 2)
+        # -(a x - g^2 score): two ops, one when there is no drift (VE)
+        a, g2 = sde.drift_coef(t), sde.diffusion(t) ** 2
+        score = score.view(y.shape)
+        out = torch.add(y * -a, score, alpha=g2) if a else score * g2
         memo[:] = (y, s, out)
         return out
 

@@ -47,23 +47,28 @@ def check_method(method) -> None:
         raise ValueError(f"unknown solve_ivp method {method!r}; valid: {', '.join(ODE_METHODS)}")
 
 
-def probability_flow_drift(score: ScoreFn, sde: SDE, x: torch.Tensor, t) -> torch.Tensor:
+def probability_flow_drift(score: ScoreFn, sde: SDE, x: torch.Tensor, t, *,
+                           score_input: torch.Tensor | None = None) -> torch.Tensor:
     """``f(x, t) - g(t)^2 score(x, t) / 2``; ``t`` a float (one time for the batch) or a ``(B,)``
-    tensor."""
-    t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype) if isinstance(t, float) else t
-    return sde.reverse_drift(x, t, score(x, t_batch), probability_flow=True)
+    tensor. ``score_input``: where the score is evaluated, when it differs from ``x`` in dtype only
+    (the solvers pass scipy's float64 state as ``x`` and its copy in the model's dtype here, so the
+    drift comes out in float64 without a second cast)."""
+    xs = x if score_input is None else score_input
+    t_batch = torch.full((x.shape[0],), t, device=xs.device, dtype=xs.dtype) if isinstance(t, float) else t
+    return sde.reverse_drift(x, t, score(xs, t_batch), probability_flow=True)
 
 
 def integrate(rhs: Callable[[float, torch.Tensor], torch.Tensor], y0: torch.Tensor, t0: float, t1: float, *,
               method="RK45", rtol: float = 1e-5, atol: float = 1e-5, blas_threads: int | None = 1,
               progress: bool = False, desc: str = "ode") -> tuple[torch.Tensor, int]:
-    """Solve ``dy/dt = rhs(t, y)`` from ``t0`` to ``t1`` with ``solve_ivp``; returns ``(y(t1), nfev)``.
+    """Solve ``dy/dt = rhs(t, y)`` from ``t0`` to ``t1`` with ``solve_ivp``; returns ``(y(t1), nfev)``
+    in ``y0``'s dtype.
 
-    ``y`` is any torch tensor; scipy sees it flattened in float64, ``rhs`` sees (and returns) it in
-    ``y0``'s shape, dtype and device. The conversions reuse one buffer: ``torch.from_numpy`` shares
-    memory, so the only copies are the dtype casts. ``blas_threads`` caps the BLAS pool that scipy's
-    step-size control runs in (threadpoolctl): torch's and BLAS's thread pools fighting over the same
-    cores made a 49k-dimensional solve 4-6x slower; ``None`` leaves it alone.
+    scipy works on the flattened state in float64; ``rhs`` sees it as a float64 tensor of ``y0``'s
+    shape on ``y0``'s device (on the CPU a view of scipy's array: no copy) and returns the
+    derivative in any float dtype (float64 saves the cast back). ``blas_threads`` caps the BLAS
+    pool that scipy's step-size control runs in (threadpoolctl): torch's and BLAS's thread pools
+    fighting over the same cores made a 49k-dimensional solve 4-6x slower; ``None`` leaves it alone.
     A NaN/inf in ``rhs`` or a failed solve raises :class:`SamplingError` naming ``t``.
     """
     check_method(method)
@@ -71,7 +76,7 @@ def integrate(rhs: Callable[[float, torch.Tensor], torch.Tensor], y0: torch.Tens
     bar = tqdm(desc=desc, disable=not progress, leave=False, unit="nfe")
 
     def fun(t: float, y: np.ndarray) -> np.ndarray:
-        out = rhs(float(t), torch.from_numpy(y).to(device=device, dtype=dtype).reshape(shape))
+        out = rhs(float(t), torch.from_numpy(y).to(device=device).reshape(shape))
         out = out.detach().reshape(-1).to(device="cpu", dtype=torch.float64).numpy()
         if not np.isfinite(out).all():
             raise SamplingError(f"the ODE right-hand side is NaN/inf at t = {t:.6g}; try a looser tolerance, "
@@ -116,9 +121,11 @@ class ProbabilityFlowODE(Sampler):
 
     def _solve(self, counter: CountingScore, sde: SDE, x: torch.Tensor, t0: float, t1: float,
                progress: bool, desc: str) -> torch.Tensor:
+        dtype = x.dtype
+
         def rhs(t: float, y: torch.Tensor) -> torch.Tensor:
             counter.step = counter.nfe  # the ODE's steps are its right-hand-side evaluations
-            return probability_flow_drift(counter, sde, y, t)
+            return probability_flow_drift(counter, sde, y, t, score_input=y.to(dtype))
 
         y, _ = integrate(rhs, x, t0, t1, method=self.method, rtol=self.rtol, atol=self.atol,
                          blas_threads=self.blas_threads, progress=progress, desc=desc)

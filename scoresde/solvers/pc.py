@@ -37,7 +37,7 @@ def reverse_diffusion_predictor(x, t, dt, score, sde: SDE, noise):
     ``x_mean = x - f_d + G_d^2 score``, ``x = x_mean + G_d z``; with the exact transition
     ``f_d = (r - 1) x``, ``G_d = q`` (:meth:`SDE.transition`)."""
     r, q = sde.transition(t, dt)
-    x_mean = torch.add(x * (2.0 - r), score(x), alpha=q * q)
+    x_mean = torch.add(x * (2.0 - r) if r != 1.0 else x, score(x), alpha=q * q)
     return torch.add(x_mean, noise(), alpha=q), x_mean
 
 
