@@ -55,38 +55,55 @@ class BitsPerDimResult(LikelihoodResult):
     bpd: torch.Tensor = None
 
 
-def _divergence(v: torch.Tensor, x: torch.Tensor, estimator: str, probe: torch.Tensor | None) -> torch.Tensor:
-    """``div_x v`` per example: exact (one VJP per dimension) or ``e^T (dv/dx) e``."""
+def _score_divergence(s: torch.Tensor, x: torch.Tensor, estimator: str,
+                      probe: torch.Tensor | None) -> torch.Tensor:
+    """``div_x s`` per example: exact (one VJP per dimension) or ``e^T (ds/dx) e``."""
     b = x.shape[0]
     if estimator == "exact":
-        vf = v.reshape(b, -1)
-        div = torch.zeros(b, dtype=v.dtype, device=v.device)
-        for j in range(vf.shape[1]):
-            (grad,) = torch.autograd.grad(vf[:, j].sum(), x, retain_graph=j < vf.shape[1] - 1)
+        sf = s.reshape(b, -1)
+        div = torch.zeros(b, dtype=s.dtype, device=s.device)
+        for j in range(sf.shape[1]):
+            (grad,) = torch.autograd.grad(sf[:, j].sum(), x, retain_graph=j < sf.shape[1] - 1)
             div = div + grad.reshape(b, -1)[:, j]
         return div
-    (vjp,) = torch.autograd.grad(v, x, probe)
+    (vjp,) = torch.autograd.grad(s, x, probe)
     return torch.linalg.vecdot(vjp.reshape(b, -1), probe.reshape(b, -1))
 
 
 def _solve(counter: CountingScore, sde: SDE, x: torch.Tensor, probe, estimator: str, eps: float,
            method, rtol: float, atol: float, blas_threads, progress: bool):
-    """One augmented solve of the batch ``x``: returns ``(z, delta_logp)``."""
+    """One augmented solve of the batch ``x``: returns ``(z, delta_logp)``.
+
+    The drift is affine in ``x`` plus the score, ``v = a(t) x - g(t)^2 s(x, t) / 2``, so
+
+        div v = D a(t) - g(t)^2 div s / 2,
+        int_eps^T div v dt = D (log m(T) - log m(eps)) + int_eps^T -g(t)^2 div s / 2 dt:
+
+    the vector-Jacobian products run through the score alone (no graph through the drift), the ODE
+    carries only the second integral and the first is added in closed form
+    (:meth:`SDE.log_mean_coef`). The drift is :func:`probability_flow_drift`, as in the ODE sampler."""
     b, shape, dtype = x.shape[0], x.shape, x.dtype
     d = x[0].numel()
 
     def rhs(t: float, y: torch.Tensor) -> torch.Tensor:
         counter.step = counter.nfe
-        xt = y[:, :d].to(dtype).reshape(shape).requires_grad_(True)
-        with torch.enable_grad():
-            v = probability_flow_drift(counter, sde, xt, t)
-            div = _divergence(v, xt, estimator, probe)
-        return torch.cat([v.detach().reshape(b, d), div.detach()[:, None]], dim=1).to(y.dtype)
+        div_s = []
+
+        def score_and_divergence(xs: torch.Tensor, t_batch: torch.Tensor) -> torch.Tensor:
+            xs = xs.requires_grad_(True)
+            with torch.enable_grad():
+                s = counter(xs, t_batch)
+                div_s.append(_score_divergence(s, xs, estimator, probe))
+            return s.detach()
+
+        v = probability_flow_drift(score_and_divergence, sde, y[:, :d].to(dtype).reshape(shape), t)
+        return torch.cat([v.reshape(b, d), div_s[0].detach().mul_(-0.5 * sde.diffusion(t) ** 2)[:, None]], 1)
 
     y0 = torch.cat([x.detach().reshape(b, d), torch.zeros(b, 1, dtype=dtype, device=x.device)], 1)
     y1, _ = integrate(rhs, y0.double(), eps, sde.T, method=method, rtol=rtol, atol=atol,
                       blas_threads=blas_threads, progress=progress, desc="likelihood ode")
-    return y1[:, :d].to(dtype).reshape(shape), y1[:, d]
+    drift_part = d * (sde.log_mean_coef(float(sde.T)) - sde.log_mean_coef(float(eps)))
+    return y1[:, :d].to(dtype).reshape(shape), y1[:, d] + drift_part
 
 
 def log_likelihood(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, *, estimator: str = "rademacher",

@@ -162,16 +162,9 @@ class SDE(abc.ABC):
         Computed in float64 (the difference of nearby variances cancels in float32)."""
         t = _as_time(t)
         if isinstance(t, float):
-            # a sampler's predictor and corrector ask for the same step: keep the last one
-            key = (t, float(dt))
-            memo = self.__dict__.get("_transition_memo")
-            if memo is not None and memo[0] == key:
-                return memo[1]
-            s = max(t - key[1], 0.0)
+            s = max(t - float(dt), 0.0)
             r = math.exp(self.log_mean_coef(t) - self.log_mean_coef(s))
-            out = r, math.sqrt(max(self.std(t) ** 2 - r**2 * self.std(s) ** 2, 0.0))
-            self.__dict__["_transition_memo"] = (key, out)
-            return out
+            return r, math.sqrt(max(self.std(t) ** 2 - r**2 * self.std(s) ** 2, 0.0))
         t64 = t.double()
         s64 = (t64 - dt).clamp_min(0.0)
         log_r = self.log_mean_coef(t64) - self.log_mean_coef(s64)
@@ -200,11 +193,6 @@ class SDE(abc.ABC):
         return r * r
 
     # --- misc ---------------------------------------------------------------------------------
-    def __setattr__(self, name, value):
-        # a changed parameter invalidates the memo of :meth:`transition`
-        self.__dict__.pop("_transition_memo", None)
-        object.__setattr__(self, name, value)
-
     def _config(self) -> dict:
         return {}
 

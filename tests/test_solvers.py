@@ -17,6 +17,7 @@ from scoresde.solvers import (
     tweedie_denoise,
 )
 from scoresde.solvers.base import CountingScore
+from scoresde.solvers.pc import Step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -279,9 +280,15 @@ def test_nan_in_the_state_is_caught_when_the_score_hides_it():
         CountingScore(lambda x, t: x, check_every=0)
 
 
-def test_transition_memo_follows_changed_parameters():
-    sde = VPSDE()
-    before = sde.transition(0.5, 0.01)
-    sde.beta_max = 10.0
-    assert sde.transition(0.5, 0.01) != before
-    assert sde.transition(0.5, 0.01) == VPSDE(beta_max=10.0).transition(0.5, 0.01)
+@pytest.mark.parametrize("sde_name", list(SDES))
+def test_pc_step_grid_matches_the_sde_coefficients(sde_name):
+    """The predictor-corrector's vectorised per-step coefficients equal the SDE's own (float path)."""
+    sde = SDES[sde_name]
+    grid = Step.grid(sde, 7, sde.sampling_eps)
+    assert len(grid) == 7 and grid[0].t == sde.T
+    assert grid[-1].t - grid[-1].dt == pytest.approx(sde.sampling_eps, abs=1e-15)
+    for step in grid:
+        r, q = sde.transition(step.t, step.dt)
+        assert (step.r, step.q) == pytest.approx((r, q), rel=1e-12)
+        assert step.std == pytest.approx(sde.std(step.t), rel=1e-12)
+        assert step.std_next == pytest.approx(sde.std(step.t - step.dt), rel=1e-12, abs=1e-15)

@@ -11,6 +11,7 @@ the state with the divergence integral).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -75,10 +76,14 @@ def integrate(rhs: Callable[[float, torch.Tensor], torch.Tensor], y0: torch.Tens
     shape, dtype, device = y0.shape, y0.dtype, y0.device
     bar = tqdm(desc=desc, disable=not progress, leave=False, unit="nfe")
 
+    on_cpu = device.type == "cpu"
+
     def fun(t: float, y: np.ndarray) -> np.ndarray:
-        out = rhs(float(t), torch.from_numpy(y).to(device=device).reshape(shape))
+        y_t = torch.from_numpy(y)
+        out = rhs(float(t), (y_t if on_cpu else y_t.to(device)).reshape(shape))
         out = out.detach().reshape(-1).to(device="cpu", dtype=torch.float64).numpy()
-        if not np.isfinite(out).all():
+        # one reduction; a non-finite sum is confirmed entry-wise (a huge finite state can overflow it)
+        if not math.isfinite(out.sum()) and not np.isfinite(out).all():
             raise SamplingError(f"the ODE right-hand side is NaN/inf at t = {t:.6g}; try a looser tolerance, "
                                 "a larger eps, or check the model")
         bar.update(1)

@@ -3,16 +3,19 @@
 On the grid ``T = t_0 > t_1 > ... > t_N = eps`` each step corrects the samples at ``t_i`` with
 ``corrector_steps`` Langevin-type moves towards ``p_{t_i}``, then predicts ``t_{i+1}`` with one
 reverse-time step. Every predictor and corrector is one short function of the same signature,
-``(x, t, dt, score, sde, noise) -> (x, x_mean)`` for predictors (``t``, ``dt`` floats, ``score(x)``
-the score at ``t``, ``noise()`` a fresh standard normal draw) and
-``(x, t, dt, score, sde, noise, snr) -> (x, x_mean)`` for correctors, with ``x_mean``
-the update without its noise.
+``(x, step, score, sde, noise) -> (x, x_mean)`` for predictors and
+``(x, step, score, sde, noise, snr) -> (x, x_mean)`` for correctors, with ``step`` a :class:`Step`
+(the times and the exact transition coefficients of ``t_i -> t_{i+1}``), ``score(x)`` the score at
+``t_i``, ``noise()`` a fresh standard normal draw and ``x_mean`` the update without its noise.
+The coefficients of all steps are computed once per call, in float64, in one vectorised pass over
+the grid (:meth:`Step.grid`), so the inner loop does tensor work only.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
@@ -21,50 +24,71 @@ from ..score import ScoreFn
 from ..sde import SDE
 from .base import Sampler, time_grid
 
-__all__ = ["PredictorCorrector", "PREDICTORS", "CORRECTORS"]
+__all__ = ["PredictorCorrector", "PREDICTORS", "CORRECTORS", "Step"]
+
+
+class Step(NamedTuple):
+    """One step ``t -> t - dt`` of the grid. With the exact forward transition
+    ``x_t = r x_{t-dt} + q z`` (:meth:`SDE.transition`): ``r``, ``q``, and the kernel's standard
+    deviations ``std = s(t)``, ``std_next = s(t - dt)``. Python floats."""
+
+    t: float
+    dt: float
+    r: float
+    q: float
+    std: float
+    std_next: float
+
+    @classmethod
+    def grid(cls, sde: SDE, steps: int, eps: float) -> list[Step]:
+        """The ``steps`` steps from ``T`` to ``eps``, all coefficients in one float64 pass."""
+        times = time_grid(steps, eps, sde.T)
+        t, dt = times[:-1], times[:-1] - times[1:]
+        r, q = sde.transition(t, dt)
+        columns = (t, dt, r, q, sde.std(t), sde.std(times[1:]))
+        return [cls(*row) for row in zip(*(c.tolist() for c in columns))]
 
 
 # --- predictors: t -> t - dt ---------------------------------------------------------------
-# ``t`` and ``dt`` are Python floats (one time for the batch), ``score(x)`` is the score at ``t``.
-def euler_maruyama_predictor(x, t, dt, score, sde: SDE, noise):
+def euler_maruyama_predictor(x, step: Step, score, sde: SDE, noise):
     """``x_mean = x - [f - g^2 score] dt``, ``x = x_mean + g sqrt(dt) z``."""
+    t, dt = step.t, step.dt
     x_mean = torch.add(x, sde.reverse_drift(x, t, score(x)), alpha=-dt)
     return torch.add(x_mean, noise(), alpha=sde.diffusion(t) * math.sqrt(dt)), x_mean
 
 
-def reverse_diffusion_predictor(x, t, dt, score, sde: SDE, noise):
+def reverse_diffusion_predictor(x, step: Step, score, sde: SDE, noise):
     """Reverse of the forward discretisation ``x_t = x_s + f_d + G_d z`` (eq. 46-47):
     ``x_mean = x - f_d + G_d^2 score``, ``x = x_mean + G_d z``; with the exact transition
     ``f_d = (r - 1) x``, ``G_d = q`` (:meth:`SDE.transition`)."""
-    r, q = sde.transition(t, dt)
+    r, q = step.r, step.q
     x_mean = torch.add(x * (2.0 - r) if r != 1.0 else x, score(x), alpha=q * q)
     return torch.add(x_mean, noise(), alpha=q), x_mean
 
 
-def ancestral_predictor(x, t, dt, score, sde: SDE, noise):
+def ancestral_predictor(x, step: Step, score, sde: SDE, noise):
     """Ancestral sampling from the Gaussian posterior ``q(x_s | x_t, x_0)`` with ``x_0`` replaced by
     its Tweedie estimate. With the exact transition ``x_t = r x_s + q z`` (``s = t - dt``):
     ``x_mean = (x + q^2 score) / r`` and noise variance ``q^2 s(s)^2 / s(t)^2``. For VE this is the
     paper's SMLD ancestral step; for VP it is DDPM's step with the posterior variance ``beta_tilde``
     (the paper's code uses the upper choice ``beta``); it is defined for sub-VP as well."""
-    r, q = sde.transition(t, dt)
+    r, q = step.r, step.q
     x_mean = torch.add(x, score(x), alpha=q * q) / r
-    std = q * sde.std(max(t - dt, 0.0)) / sde.std(t)
-    return torch.add(x_mean, noise(), alpha=std), x_mean
+    return torch.add(x_mean, noise(), alpha=q * step.std_next / step.std), x_mean
 
 
-def no_predictor(x, t, dt, score, sde, noise):
+def no_predictor(x, step, score, sde, noise):
     """No prediction (corrector-only sampling)."""
     return x, x
 
 
 # --- correctors at fixed t -------------------------------------------------------------------
-def langevin_corrector(x, t, dt, score, sde: SDE, noise, snr: float):
+def langevin_corrector(x, step: Step, score, sde: SDE, noise, snr: float):
     """Langevin MCMC at fixed ``t`` (Algorithm 5): ``x_mean = x + h s``, ``x = x_mean + sqrt(2 h) z``,
 
         h = 2 alpha snr^2 E||z||^2 / E||s||^2  with  E||z||^2 = D,  E||s||^2 -> D / s(t)^2,
 
-    i.e. ``h = 2 alpha (snr s(t))^2`` with ``alpha`` = :meth:`SDE.langevin_alpha`.
+    i.e. ``h = 2 alpha (snr s(t))^2`` with ``alpha = r^2`` (:meth:`SDE.langevin_alpha`).
 
     Why not the paper's rule ``h = 2 alpha (snr ||z|| / ||s||)^2``: its code averages the norms
     over the batch, so a sample changes with the batch it is drawn in; taking each sample's own
@@ -75,21 +99,21 @@ def langevin_corrector(x, t, dt, score, sde: SDE, noise, snr: float):
     bound (the Fisher information of ``p_t = p_0 * N(0, s^2 I)`` never exceeds the kernel's; the
     two agree at high noise, where the paper's rule is calibrated). The step is a function of
     ``t`` alone: batch-independent, unbiased as ``h -> 0``, and bounded everywhere."""
-    h = 2.0 * sde.langevin_alpha(t, dt) * (snr * sde.std(t)) ** 2
+    h = 2.0 * step.r**2 * (snr * step.std) ** 2
     x_mean = torch.add(x, score(x), alpha=h)
     return torch.add(x_mean, noise(), alpha=math.sqrt(2.0 * h)), x_mean
 
 
-def ald_corrector(x, t, dt, score, sde: SDE, noise, snr: float):
+def ald_corrector(x, step: Step, score, sde: SDE, noise, snr: float):
     """Annealed Langevin dynamics (NCSN, Song & Ermon 2019): ``h = 2 (snr s(t))^2``, the step
     proportional to the noise variance with no signal scale (``alpha = 1``, as NCSN's VE setting;
     for VE it coincides with :func:`langevin_corrector`)."""
-    h = 2.0 * (snr * sde.std(t)) ** 2
+    h = 2.0 * (snr * step.std) ** 2
     x_mean = torch.add(x, score(x), alpha=h)
     return torch.add(x_mean, noise(), alpha=math.sqrt(2.0 * h)), x_mean
 
 
-def no_corrector(x, t, dt, score, sde, noise, snr):
+def no_corrector(x, step, score, sde, noise, snr):
     """No correction."""
     return x, x
 
@@ -139,22 +163,23 @@ class PredictorCorrector(Sampler):
         counter, noise, x = self._start(score_fn, sde, shape, generator, seeds, x_T, device, dtype)
         predict, correct = PREDICTORS[self.predictor], CORRECTORS[self.corrector]
         n_correct = self.corrector_steps if self.corrector != "none" else 0
-        grid = time_grid(self.steps, self._eps(sde)).tolist()
+        eps = self._eps(sde)
+        grid = Step.grid(sde, self.steps, eps)
         batch = x.shape[0]
         for i in tqdm(range(self.steps), desc=f"pc {self.predictor}/{self.corrector}", disable=not progress,
                       leave=False):
             counter.step = i
-            t, dt = grid[i], grid[i] - grid[i + 1]
-            t_batch = torch.full((batch,), t, device=x.device, dtype=x.dtype)
+            step = grid[i]
+            t_batch = torch.full((batch,), step.t, device=x.device, dtype=x.dtype)
 
             def score(y, t_batch=t_batch):
                 return counter(y, t_batch)
 
             for _ in range(n_correct):
-                x, _ = correct(x, t, dt, score, sde, noise, self.snr)
-            x, x_mean = predict(x, t, dt, score, sde, noise)
+                x, _ = correct(x, step, score, sde, noise, self.snr)
+            x, x_mean = predict(x, step, score, sde, noise)
         if self.predictor != "none":
             # the last predictor noise is not followed by any correction: keep its mean (the paper's
             # noise removal) unless Tweedie denoising is asked for
             x = x_mean if self.denoise else x
-        return self._finish(counter, sde, x, grid[-1])
+        return self._finish(counter, sde, x, eps)
