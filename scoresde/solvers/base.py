@@ -58,9 +58,9 @@ class NoiseSource:
     def __call__(self, scale: float = 1.0) -> torch.Tensor:
         """The next draw, times ``scale`` (fused into the draw where possible)."""
         if self.generators is None:
-            if self._draw is torch.randn and scale != 1.0:  # one kernel: N(0, scale^2) directly
-                out = torch.empty(self._full_shape, device=self.device, dtype=self.dtype)
-                return out.normal_(0.0, scale, generator=self.generator)
+            if self._draw is torch.randn and scale != 1.0:  # one call: N(0, scale^2) directly
+                return torch.normal(0.0, scale, self._full_shape, generator=self.generator,
+                                    device=self.device, dtype=self.dtype)
             out = self._draw(self._full_shape, generator=self.generator, device=self.device, dtype=self.dtype)
             return out if scale == 1.0 else out.mul_(scale)
         if self._pos == self.block:

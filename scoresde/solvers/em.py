@@ -114,10 +114,12 @@ class _ReverseSDE(torch.nn.Module):
         sde = self.sde
         t = sde.T - s
         self.score.step = round(s / self.step_size) if self.step_size else s
-        score = self.score(y.view(self.shape), torch.full((y.shape[0],), t, device=y.device, dtype=y.dtype))
+        flat = y.dim() == len(self.shape)  # (B, D) data: no reshaping
+        score = self.score(y if flat else y.view(self.shape),
+                           torch.full((y.shape[0],), t, device=y.device, dtype=y.dtype))
         # -(a x - g^2 score): two ops, one when there is no drift (VE)
         a, g2 = sde.drift_coef(t), sde.diffusion(t) ** 2
-        score = score.view(y.shape)
+        score = score if flat else score.view(y.shape)
         out = torch.add(y * -a, score, alpha=g2) if a else score * g2
         memo[:] = (y, s, out)
         return out
