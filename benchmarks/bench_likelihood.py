@@ -11,10 +11,11 @@ For the oracle a second ratio comes from a hand-written solve: ``solve_ivp`` on 
 wrappers). It is the floor of any scipy + torch likelihood on this machine.
 
 The machine is shared and noisy (the score+VJP cost alone moves by +-15% between minutes): each
-row alternates ``--repeats`` solves with measurements of the score+VJP cost, and the ratio is
-reported from the medians of both (and from the best of both).
+row alternates ``--repeats`` solves with measurements of the score+VJP cost, each solve is divided
+by the mean of the two measurements around it, and the median and quartiles of these paired ratios
+are reported.
 
-    python benchmarks/bench_likelihood.py [--threads 1] [--repeats 3] [--skip-trap]
+    python benchmarks/bench_likelihood.py [--threads 1] [--repeats 5] [--oracle-repeats 25] [--skip-trap]
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from scoresde import VPSDE, GaussianMixture
 from scoresde.likelihood import log_likelihood
 
 
-def score_vjp_cost(score_fn, x, repeats=20):
+def score_vjp_cost(score_fn, x, repeats=10):
     """Seconds for one score evaluation with grad + one VJP (what each likelihood RHS needs)."""
     t = torch.full((x.shape[0],), 0.5, dtype=x.dtype)
     probe = torch.randn_like(x)
@@ -75,33 +76,40 @@ def hand_written_solve(score_fn, sde, x, rtol, generator):
     return sol.nfev, time.perf_counter() - t0
 
 
+def quartiles(values) -> str:
+    q1, q2, q3 = statistics.quantiles(values, n=4) if len(values) > 1 else (values[0],) * 3
+    return f"{q2:.2f} [{q1:.2f}-{q3:.2f}]"
+
+
 def row(name, score_fn, sde, x, estimator, rtol, repeats, blas_threads=1, floor=False):
+    """Each repeat: score+VJP timing, (floor solve), library solve, score+VJP timing; the ratios are
+    paired (each solve against the mean of the two timings around it), their median reported."""
     # warm-up: one loose solve first, so one-time costs (oneDNN primitives, allocator) stay out of the timing
     log_likelihood(score_fn, sde, x, estimator=estimator, rtol=1e-1, atol=1e-1, blas_threads=blas_threads)
-    walls, units, floors = [], [], []
+    walls, ratios, floor_ratios, over_floor = [], [], [], []
+    timed = estimator != "exact"
     for _ in range(repeats):
+        before = score_vjp_cost(score_fn, x) if timed else None
         if floor:
             nfe, sec = hand_written_solve(score_fn, sde, x, rtol, torch.Generator().manual_seed(0))
-            floors.append(sec / nfe)
         t0 = time.perf_counter()
         res = log_likelihood(score_fn, sde, x, estimator=estimator, rtol=rtol, atol=rtol,
                              blas_threads=blas_threads, generator=torch.Generator().manual_seed(0))
         walls.append(time.perf_counter() - t0)
-        if estimator != "exact":
-            units.append(score_vjp_cost(score_fn, x))
+        if timed:
+            unit = (before + score_vjp_cost(score_fn, x)) / 2
+            ratios.append(walls[-1] / res.nfe / unit)
+        if floor:
+            floor_ratios.append(sec / nfe / unit)
+            over_floor.append(walls[-1] / res.nfe / (sec / nfe))
     wall = statistics.median(walls)
-    if units:
-        unit = statistics.median(units)
-        ratio, best = wall / (res.nfe * unit), min(walls) / (res.nfe * min(units))
-    else:
-        unit, ratio, best = None, float("nan"), float("nan")
     nll = -res.logp.mean().item() / x[0].numel()
+    ratio = quartiles(ratios) if ratios else "-"
     print(f"{name:<10} {estimator:<11} {rtol:>7.0e} {res.nfe:>5} {wall:8.2f} {wall / x.shape[0] * 1e3:10.1f} "
-          f"{(unit or 0) * 1e3:9.2f} {ratio:7.2f} {best:7.2f} {nll:10.4f}", flush=True)
-    if floors:
-        fl, lib = statistics.median(floors), wall / res.nfe
-        print(f"{'':<10} hand-written solve (floor): {fl * 1e3:.2f} ms/NFE (library {lib * 1e3:.2f}), "
-              f"ratio {fl / unit:.2f}, best {min(floors) / min(units):.2f}", flush=True)
+          f"{ratio:>17} {nll:10.4f}", flush=True)
+    if floor:
+        print(f"{'':<10} hand-written solve (floor): ratio {quartiles(floor_ratios)}, "
+              f"library / floor {quartiles(over_floor)}", flush=True)
     return wall
 
 
@@ -117,14 +125,15 @@ def unet_score(channels, size):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5, help="paired repeats of the U-Net rows")
+    ap.add_argument("--oracle-repeats", type=int, default=25, help="paired repeats of the oracle rows")
     ap.add_argument("--skip-trap", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     sde = VPSDE()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
     print(f"{'score':<10} {'estimator':<11} {'rtol':>7} {'NFE':>5} {'wall s':>8} {'ms/example':>10} "
-          f"{'score+vjp ms':>9} {'ratio':>7} {'best':>7} {'nats/dim':>10}")
+          f"{'ratio [quartiles]':>17} {'nats/dim':>10}")
     x = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
     unet = unet_score(1, 8)
     for rtol in (1e-3, 1e-5):
@@ -134,7 +143,8 @@ def main():
     xo = gm.sample(64, 0.0, sde, generator=torch.Generator().manual_seed(1))
     for rtol in (1e-3, 1e-5):
         for est in ("rademacher", "exact"):
-            row("oracle-64d", gm.score_fn(sde), sde, xo, est, rtol, args.repeats, floor=est == "rademacher")
+            reps = args.oracle_repeats if est != "exact" else 1
+            row("oracle-64d", gm.score_fn(sde), sde, xo, est, rtol, reps, floor=est == "rademacher")
     if args.skip_trap:
         return
     print("\nthread pools, 16x3x32x32 (49,152 dims), U-Net 3x32x32, rtol 1e-3:")
