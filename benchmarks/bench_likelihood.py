@@ -48,7 +48,8 @@ def score_vjp_cost(score_fn, x, repeats=10):
 
 
 def hand_written_solve(score_fn, sde, x, rtol, generator):
-    """``(NFE, seconds)`` of the likelihood ODE with the barest right-hand side (Rademacher probe)."""
+    """``(NFE, seconds, final state)`` of the likelihood ODE with the barest right-hand side
+    (Rademacher probe; the state is ``[z, int -g^2 div s / 2]``, as the library's)."""
     import numpy as np
     from scipy.integrate import solve_ivp
     from threadpoolctl import threadpool_limits
@@ -73,7 +74,7 @@ def hand_written_solve(score_fn, sde, x, rtol, generator):
     t0 = time.perf_counter()
     with threadpool_limits(1, user_api="blas"):
         sol = solve_ivp(fun, (1e-5, sde.T), y0, rtol=rtol, atol=rtol)
-    return sol.nfev, time.perf_counter() - t0
+    return sol.nfev, time.perf_counter() - t0, sol.y[:, -1].reshape(b, d + 1)
 
 
 def quartiles(values) -> str:
@@ -91,7 +92,7 @@ def row(name, score_fn, sde, x, estimator, rtol, repeats, blas_threads=1, floor=
     for _ in range(repeats):
         before = score_vjp_cost(score_fn, x) if timed else None
         if floor:
-            nfe, sec = hand_written_solve(score_fn, sde, x, rtol, torch.Generator().manual_seed(0))
+            nfe, sec, _ = hand_written_solve(score_fn, sde, x, rtol, torch.Generator().manual_seed(0))
         t0 = time.perf_counter()
         res = log_likelihood(score_fn, sde, x, estimator=estimator, rtol=rtol, atol=rtol,
                              blas_threads=blas_threads, generator=torch.Generator().manual_seed(0))
