@@ -97,6 +97,7 @@ class _ReverseSDE(torch.nn.Module):
         self.sde, self.score, self.shape, self.sde_type = sde, score, tuple(shape), sde_type
         self.step_size = step_size
         self.prescaled_noise = prescaled_noise  # the Brownian source already returns g dW
+        self.flat = len(self.shape) == 2  # (B, D) data: torchsde's state needs no reshaping
         self._memo = [None, None, None]  # a list, mutated in place: no nn.Module.__setattr__ per step
 
     def diffusion_at(self, s: float) -> float:
@@ -114,7 +115,7 @@ class _ReverseSDE(torch.nn.Module):
         sde = self.sde
         t = sde.T - s
         self.score.step = round(s / self.step_size) if self.step_size else s
-        flat = y.dim() == len(self.shape)  # (B, D) data: no reshaping
+        flat = self.flat
         score = self.score(y if flat else y.view(self.shape),
                            torch.full((y.shape[0],), t, device=y.device, dtype=y.dtype))
         # -(a x - g^2 score): two ops, one when there is no drift (VE)
