@@ -24,7 +24,7 @@ import pytorch_lightning as pl
 import torch
 
 from scoresde.tasks import compose_config
-from scoresde.tasks.common import build_datamodule, build_score_model, build_trainer, data_info
+from scoresde.tasks.common import build_trainer, data_info, datamodule_from_config, score_model_from_config
 from scoresde.train.ema import ema_decay, ema_update_
 
 
@@ -61,8 +61,8 @@ def _setup(args, run_dir):
     """The config, data module and fresh model both loops start from (same seed)."""
     cfg = _config(args, run_dir)
     torch.manual_seed(0)
-    dm = build_datamodule(cfg)
-    return cfg, dm, build_score_model(cfg, data_info(dm))
+    dm = datamodule_from_config(cfg)
+    return cfg, dm, score_model_from_config(cfg, data_info(dm))
 
 
 def lightning_run(args) -> float:

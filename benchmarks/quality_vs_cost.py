@@ -31,7 +31,7 @@ import torch
 from scoresde.evaluation.plot import save_line_plot
 from scoresde.solvers import EulerMaruyama, PredictorCorrector, ProbabilityFlowODE
 from scoresde.tasks import compose_config, run_task
-from scoresde.tasks.common import build_datamodule
+from scoresde.tasks.common import datamodule_from_config
 from scoresde.tasks.evaluate import evaluation_seed_sets, image_quality
 from scoresde.tasks.likelihood import evaluate_likelihood
 from scoresde.tasks.sample import generate
@@ -100,7 +100,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     ckpts = dict(item.split("=", 1) for item in args.ckpt)
-    dm = build_datamodule(compose_config())
+    dm = datamodule_from_config(compose_config())
     (seeds,) = evaluation_seed_sets(1, args.num_samples, args.seed)
     ecfg = {"feature_network": "digits", "reference_split": "train", "data_floor": True, "kid_subsets": 50}
     rows: list[dict] = []

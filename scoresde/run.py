@@ -11,8 +11,9 @@ the work is done by :mod:`scoresde.tasks`. Examples::
     python -m scoresde.run --cfg job                        # print the composed config
 
 Errors the user can fix (a bad config value, a missing data/weights/checkpoint file, a corrupt checkpoint,
-a diverged run) end a single run with ``error: <what and how to fix it>`` on stderr and exit status 1, no
-traceback (``HYDRA_FULL_ERROR=1`` shows it); in a multirun sweep they are raised so the launcher reports them.
+a diverged run, a run directory that cannot be created) end a single run with ``error: <what and how to fix
+it>`` on stderr and exit status 1, no traceback (``HYDRA_FULL_ERROR=1`` shows it); in a multirun sweep they
+are raised so the launcher reports them. Ctrl-C ends with exit status 1 and says how to resume.
 """
 
 from __future__ import annotations
@@ -21,9 +22,41 @@ import os
 import sys
 
 import hydra
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 CONFIG_MODULE = "scoresde.conf"
+
+
+class RunDirCheck(Callback):
+    """Hydra callback (``hydra.callbacks`` in ``config.yaml``): before Hydra creates the run directory,
+    check that it can be created and written; otherwise ``error: ...`` and exit status 1 (Hydra itself
+    would end in a traceback)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(config.hydra.run.dir, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
+
+    @staticmethod
+    def _check(path: str, key: str) -> None:
+        import tempfile
+        from pathlib import Path
+
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            return
+        try:
+            Path(path).mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=path):
+                pass
+        except OSError as err:
+            print(
+                f"error: cannot create or write the run directory {path} ({err.strerror or err}); "
+                f"choose another one with {key}=<a writable directory>",
+                file=sys.stderr,
+            )
+            sys.exit(1)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -63,7 +96,20 @@ def main(cfg: DictConfig) -> dict:
             raise
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        if not _single_run():
+            raise
+        from scoresde.tasks.common import output_dir
 
+        last = output_dir(cfg) / "checkpoints" / "last.ckpt"
+        hint = (
+            f"; the last checkpoint is {last}: resume training with hydra.run.dir={last.parent.parent} "
+            f"ckpt_path=last, or sample from it with task=sample ckpt_path={last}"
+            if last.is_file()
+            else ""
+        )
+        print(f"error: interrupted (Ctrl-C){hint}", file=sys.stderr)
+        sys.exit(1)
 
 if __name__ == "__main__":
     main()

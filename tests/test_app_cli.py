@@ -117,12 +117,12 @@ def test_ddp_on_two_cpu_processes_shards_sampling_and_likelihood(tmp_path):
 
     cfg = compose_config(*TOY, "solver.steps=10", "likelihood.num_examples=7", "likelihood.per_example=true")
     model = load_score_model(run / "checkpoints" / "last.ckpt")
-    from scoresde.tasks.common import build_datamodule, build_solver
+    from scoresde.tasks.common import datamodule_from_config, solver_from_config
     from scoresde.train.build import plain
 
-    single, _ = generate(model, build_solver(cfg), list(range(9)), batch_size=4)
+    single, _ = generate(model, solver_from_config(cfg), list(range(9)), batch_size=4)
     torch.testing.assert_close(single, x["samples"], rtol=1e-4, atol=1e-4)
-    summary, _ = evaluate_likelihood(model, build_datamodule(cfg), plain(cfg.likelihood), 0)
+    summary, _ = evaluate_likelihood(model, datamodule_from_config(cfg), plain(cfg.likelihood), 0)
     # one ODE solve per example: the same values whatever the sharding and batching
     assert summary["nll_nats"] == pytest.approx(metrics["likelihood"]["nll_nats"], abs=1e-6)
     # task=sample under DDP

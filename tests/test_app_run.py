@@ -13,6 +13,7 @@ from PIL import Image
 
 from scoresde.tasks import compose_config, run_task
 from scoresde.tasks.common import SEED_STRIDE
+from scoresde.train import CheckpointError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -184,7 +185,7 @@ def test_likelihood_task_matches_the_training_run(digits_run, tmp_path):
     assert metrics["likelihood"]["bpd"] == pytest.approx(train_metrics["likelihood"]["bpd"], abs=2e-2)
     values = torch.load(tmp_path / "likelihood.pt", weights_only=False)["values"]
     assert values.shape == (6,)
-    with pytest.raises(ValueError, match="same data="):
+    with pytest.raises(CheckpointError, match="same data="):
         run_task(
             compose_config(
                 "task=likelihood",

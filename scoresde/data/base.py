@@ -193,6 +193,8 @@ class ScoreDataModule(pl.LightningDataModule):
     """
 
     name: str = ""
+    #: quantization levels of discrete data; None: continuous data
+    levels: int | None = None
 
     def __init__(
         self,
@@ -258,6 +260,17 @@ class ScoreDataModule(pl.LightningDataModule):
         self.setup()
         assert self._splits is not None
         return self._splits[split]
+
+    @property
+    def is_discrete(self) -> bool:
+        """Whether the data are discrete (integers in ``[0, levels)``, bits/dim apply) rather than
+        continuous (``levels is None``, e.g. the 2-D toys)."""
+        return self.levels is not None
+
+    def examples(self, split: str) -> torch.Tensor:
+        """A split's examples as stored: ``uint8`` integers ``(N, C, H, W)`` for discrete data, floats for
+        continuous data."""
+        return self._split(split)[0]
 
     def labels(self, split: str) -> torch.Tensor | None:
         """Class labels (int64, ``(N,)``) of a split, or None for unlabelled data."""

@@ -28,10 +28,11 @@ def compose_config(*overrides: str, output_dir: str | None = None) -> DictConfig
 
     with initialize_config_module("scoresde.conf", version_base="1.3"):
         cfg = compose("config", overrides=list(overrides))
+    OmegaConf.set_struct(cfg, False)
+    cfg._overrides_ = list(overrides)  # what the command line would have named (Hydra records it there)
     if output_dir is not None:
-        OmegaConf.set_struct(cfg, False)
         cfg.output_dir = str(output_dir)
-        OmegaConf.set_struct(cfg, True)
+    OmegaConf.set_struct(cfg, True)
     return cfg
 
 

@@ -1,11 +1,18 @@
-"""What the task functions share: validating the config, building the data module, the model, the solver
-and the Lightning trainer from it, threads, seeds and writing results."""
+"""What the task functions share: checking the config, building the data module, the model and the
+solver from it, the Lightning trainer, threads, seeds and writing results.
+
+Each object checks its own settings in its constructor (the one place a rule is written);
+:func:`config_errors` turns such a failure into a :class:`ConfigError` naming the config block. Only the
+app's own keys, which no object takes, are checked here (:func:`validate_config`).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +25,18 @@ from scoresde.train.build import adapt_network_config, instantiate, plain
 from scoresde.train.distributed import is_global_zero
 
 __all__ = [
+    "SEED_STRIDE",
     "ConfigError",
-    "build_datamodule",
-    "build_score_model",
-    "build_solver",
     "build_trainer",
+    "config_errors",
     "data_info",
+    "datamodule_from_config",
     "output_dir",
     "per_item_seeds",
+    "score_model_from_config",
+    "sde_from_config",
     "set_threads",
+    "solver_from_config",
     "validate_config",
     "write_json",
 ]
@@ -46,8 +56,41 @@ def _get(cfg: DictConfig, key: str, default: Any = None) -> Any:
     return OmegaConf.select(cfg, key, default=default)
 
 
+@contextmanager
+def config_errors(block: str) -> Iterator[None]:
+    """Turn the error of a constructor that rejects its settings (``ValueError``/``TypeError``, or
+    Lightning's ``MisconfigurationException``) into a :class:`ConfigError` naming the config ``block``."""
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
+    from scoresde.data.errors import DataFormatError, DataNotFoundError
+
+    try:
+        yield
+    except (ConfigError, DataFormatError, DataNotFoundError):
+        raise
+    except (ValueError, TypeError, MisconfigurationException) as err:
+        raise ConfigError(f"invalid configuration: {block}: {err}") from err
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(value)
+    return int(value)
+
+
 def validate_config(cfg: DictConfig) -> None:
-    """Fail fast, before anything runs, on values that would fail later or silently misbehave."""
+    """Fail fast on the app's own keys (those no object takes), on required keys left unset (``???``) and
+    on the settings of the cheap objects a run builds (SDE, samplers, likelihood, data module); the
+    network and the trainer are checked when the training task builds them, before the first step."""
+    missing = sorted(k for k in OmegaConf.missing_keys(cfg) if not str(k).startswith("hydra"))
+    if missing:
+        raise ConfigError(
+            "required setting(s) not given: "
+            + ", ".join(missing)
+            + "; set them on the command line, e.g. "
+            + " ".join(f"{k}=<value>" for k in missing)
+            + (" (data.root: the directory of the data set)" if "data.root" in missing else "")
+        )
     problems: list[str] = []
 
     def need(key: str, ok, what: str, allow_none: bool = False) -> None:
@@ -61,52 +104,36 @@ def validate_config(cfg: DictConfig) -> None:
         if not good:
             problems.append(f"{key}={value!r}: {what}")
 
-    need("module.lr", lambda v: float(v) > 0, "the learning rate must be > 0")
-    need("module.warmup_steps", lambda v: int(v) >= 0, "must be >= 0")
-    need("module.adam_eps", lambda v: float(v) > 0, "must be > 0")
-    need("module.weight_decay", lambda v: float(v) >= 0, "must be >= 0")
-    need("ema.decay", lambda v: 0 <= float(v) < 1, "the EMA decay must lie in [0, 1)", allow_none=True)
-    need("trainer.max_steps", lambda v: int(v) >= 1, "the number of training steps must be >= 1")
-    need(
-        "trainer.gradient_clip_val",
-        lambda v: float(v) >= 0,
-        "must be >= 0 (0 or null: no clipping)",
-        allow_none=True,
-    )
-    need("trainer.val_check_interval", lambda v: float(v) > 0, "must be > 0", allow_none=True)
-    need("trainer.devices", lambda v: v == "auto" or int(v) >= 1, "must be >= 1 or auto")
-    need("checkpoint.every_n_steps", lambda v: int(v) >= 1, "must be >= 1")
-    need("num_samples", lambda v: int(v) >= 1, "must be >= 1")
-    need("sample_batch_size", lambda v: int(v) >= 1, "must be >= 1")
-    need("likelihood.batch_size", lambda v: int(v) >= 1, "must be >= 1")
-    need("likelihood.num_examples", lambda v: int(v) >= 1, "must be >= 1 (null: all)", allow_none=True)
-    need("likelihood.rtol", lambda v: float(v) > 0, "must be > 0")
-    need("likelihood.atol", lambda v: float(v) > 0, "must be > 0")
-    need("likelihood.split", lambda v: v in ("train", "val", "test"), "must be train, val or test")
-    need("validation.num_samples", lambda v: int(v) >= 1, "must be >= 1")
-    need("validation.sample_every", lambda v: int(v) >= 1, "must be >= 1")
-    need("validation.bpd_examples", lambda v: int(v) >= 0, "must be >= 0")
-    need("threads", lambda v: int(v) >= 1, "must be >= 1 (null: automatic)", allow_none=True)
+    need("seed", lambda v: _int(v) >= 0, "the seed must be an integer >= 0")
+    need("trainer.max_steps", lambda v: _int(v) >= 1, "the number of training steps must be >= 1")
+    need("num_samples", lambda v: _int(v) >= 1, "must be >= 1")
+    need("sample_batch_size", lambda v: _int(v) >= 1, "must be >= 1")
+    need("threads", lambda v: _int(v) >= 1, "must be >= 1 (null: automatic)", allow_none=True)
     need(
         "logger",
         lambda v: v in ("csv", "tensorboard", "both", "none"),
         "must be csv, tensorboard, both or none",
     )
-    need("progress_bar_refresh_rate", lambda v: int(v) >= 0, "must be >= 0")
-    need("solver.steps", lambda v: int(v) >= 1, "the number of solver steps must be >= 1", allow_none=True)
-    need("validation.solver.steps", lambda v: int(v) >= 1, "must be >= 1", allow_none=True)
-    if _get(cfg, "task.name") == "evaluate":
-        need("task.seed_sets", lambda v: int(v) >= 1, "must be >= 1 (>= 2 to measure the spread)")
-        need("task.kid_subset_size", lambda v: int(v) >= 2, "must be >= 2")
-        need("task.kid_subsets", lambda v: int(v) >= 1, "must be >= 1")
-        need("task.memorization_percentile", lambda v: 0 < float(v) < 100, "must lie in (0, 100)")
-        need("task.reference_split", lambda v: v in ("train", "val", "test"), "must be train, val or test")
-        need("task.batch_size", lambda v: int(v) >= 1, "must be >= 1")
-    seeds = _get(cfg, "sample_seeds")
-    if seeds is not None and (not OmegaConf.is_list(seeds) or len(seeds) == 0):
-        problems.append(f"sample_seeds={seeds!r}: must be a non-empty list of integers, e.g. [3, 17]")
+    need("progress_bar_refresh_rate", lambda v: _int(v) >= 0, "must be >= 0")
+    need(
+        "sample_seeds",
+        lambda v: OmegaConf.is_list(v) and len(v) > 0 and all(_int(s) >= 0 for s in v),
+        "must be a non-empty list of integer seeds >= 0, e.g. [3, 17]",
+        allow_none=True,
+    )
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    from .likelihood import LikelihoodSettings
+
+    with config_errors("likelihood"):
+        LikelihoodSettings.from_config(cfg.likelihood)
+    sde_from_config(cfg)
+    if _get(cfg, "solver") is not None:
+        solver_from_config(cfg)
+    if _get(cfg, "validation.solver") is not None:
+        solver_from_config(cfg, "validation.solver")
+    with config_errors("data"):
+        instantiate(cfg.data)
 
 
 def output_dir(cfg: DictConfig) -> Path:
@@ -141,7 +168,7 @@ def local_processes(cfg: DictConfig) -> int:
 
 
 def per_item_seeds(explicit: Any, n: int | None, seed: int) -> list[int]:
-    """Per-item seeds: the explicit list, else ``seed * 1_000_000 + i`` for ``i < n``."""
+    """Per-item seeds: the explicit list, else ``seed * SEED_STRIDE + i`` for ``i < n``."""
     if explicit is not None:
         seeds = [int(s) for s in explicit]
         if n is not None and len(seeds) != n:
@@ -151,52 +178,51 @@ def per_item_seeds(explicit: Any, n: int | None, seed: int) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------------------- building
-def build_datamodule(cfg: DictConfig):
-    """The configured data module, set up (splits loaded)."""
-    dm = instantiate(cfg.data)
+def sde_from_config(cfg: DictConfig):
+    """The SDE of the ``sde`` block."""
+    with config_errors("sde"):
+        return instantiate(cfg.sde)
+
+
+def solver_from_config(cfg: DictConfig, key: str = "solver"):
+    """The sampler of the ``solver`` block (or of another block, e.g. ``validation.solver``)."""
+    with config_errors(key):
+        return instantiate(OmegaConf.select(cfg, key))
+
+
+def datamodule_from_config(cfg: DictConfig):
+    """The data module of the ``data`` block, set up (splits loaded)."""
+    with config_errors("data"):
+        dm = instantiate(cfg.data)
     dm.setup("fit")
     return dm
 
 
 def data_info(dm) -> dict[str, Any]:
     """Per-example shape, quantization levels (None: continuous) and the model-space range."""
-    levels = getattr(dm, "levels", None)
     return {
         "shape": tuple(int(s) for s in dm.shape),
-        "levels": None if levels is None else int(levels),
+        "levels": int(dm.levels) if dm.is_discrete else None,
         "data_range": tuple(float(v) for v in getattr(dm, "data_range", (-1.0, 1.0))),
     }
 
 
-def build_score_model(cfg: DictConfig, info: dict[str, Any]) -> ScoreModel:
-    """A fresh ScoreModel for data described by ``info`` (see :func:`data_info`)."""
-    m = plain(cfg.module)
-    val = plain(cfg.validation)
-    return ScoreModel(
-        net=adapt_network_config(plain(cfg.model), info["shape"]),
-        sde=plain(cfg.sde),
-        parameterization=m["parameterization"],
-        loss=m["loss"],
-        lr=m["lr"],
-        betas=m["betas"],
-        adam_eps=m["adam_eps"],
-        weight_decay=m["weight_decay"],
-        warmup_steps=m["warmup_steps"],
-        seed=cfg.seed,
-        data_shape=info["shape"],
-        levels=info["levels"],
-        data_range=info["data_range"],
-        val_solver=val.get("solver"),
-        val_num_samples=val["num_samples"],
-        val_sample_every=val["sample_every"],
-        val_bpd_examples=val["bpd_examples"],
-        val_bpd_rtol=val["bpd_rtol"],
-    )
-
-
-def build_solver(cfg: DictConfig):
-    """The configured sampler (``solver`` group)."""
-    return instantiate(cfg.solver)
+def score_model_from_config(cfg: DictConfig, info: dict[str, Any]) -> ScoreModel:
+    """A fresh ScoreModel from the ``module`` block (``_target_``) with the ``model``, ``sde`` and
+    ``validation`` blocks, for data described by ``info`` (see :func:`data_info`)."""
+    with config_errors("model"):
+        net = adapt_network_config(plain(cfg.model), info["shape"])
+    with config_errors("module"):
+        return instantiate(
+            cfg.module,
+            net=net,
+            sde=plain(cfg.sde),
+            validation=plain(cfg.validation),
+            seed=int(cfg.seed),
+            data_shape=info["shape"],
+            levels=info["levels"],
+            data_range=info["data_range"],
+        )
 
 
 def _loggers(cfg: DictConfig, run_dir: Path) -> list:

@@ -44,13 +44,41 @@ from scoresde.evaluation import (
 from scoresde.train.build import plain
 from scoresde.train.distributed import is_global_zero
 
-from .common import SEED_STRIDE, ConfigError, build_solver, per_item_seeds, write_json
-from .likelihood import evaluate_likelihood, start_from_checkpoint
+from .common import SEED_STRIDE, ConfigError, per_item_seeds, solver_from_config, write_json
+from .launch import start_from_checkpoint
+from .likelihood import LikelihoodSettings, evaluate_likelihood
 from .sample import generate, save_samples
 
 __all__ = ["compare_to", "evaluation_seed_sets", "image_quality", "run_evaluate", "toy_quality"]
 
 log = logging.getLogger(__name__)
+
+
+#: the fresh data draws of seed set k come from the generator seeded
+#: ``seed * FRESH_DATA_SEED_STRIDE + 2k + 1``, a stream apart from the samples' seeds
+FRESH_DATA_SEED_STRIDE = 7919
+
+
+def check_evaluate_settings(ecfg: dict[str, Any]) -> None:
+    """The ``task`` block of ``task=evaluate`` (no object takes these keys, so they are checked here)."""
+    problems = []
+
+    def need(key: str, ok, what: str) -> None:
+        try:
+            good = ok(ecfg.get(key))
+        except (TypeError, ValueError):
+            good = False
+        if not good:
+            problems.append(f"task.{key}={ecfg.get(key)!r}: {what}")
+
+    need("seed_sets", lambda v: int(v) >= 1, "must be >= 1 (>= 2 to measure the spread)")
+    need("kid_subset_size", lambda v: int(v) >= 2, "must be >= 2")
+    need("kid_subsets", lambda v: int(v) >= 1, "must be >= 1")
+    need("memorization_percentile", lambda v: 0 < float(v) < 100, "must lie in (0, 100)")
+    need("reference_split", lambda v: v in ("train", "val", "test"), "must be train, val or test")
+    need("batch_size", lambda v: int(v) >= 1, "must be >= 1")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
 
 
 def evaluation_seed_sets(num_sets: int, num_samples: int, seed: int, explicit: Any = None) -> list[list[int]]:
@@ -146,7 +174,7 @@ def toy_quality(
     """Sliced W2 and MMD of each seed set to fresh data, and the same between two fresh draws (floor)."""
     sw, mmd, sw_floor, mmd_floor = [], [], [], []
     for k, x in enumerate(sample_sets):
-        g = torch.Generator().manual_seed(int(seed) * 7919 + 2 * k + 1)
+        g = torch.Generator().manual_seed(int(seed) * FRESH_DATA_SEED_STRIDE + 2 * k + 1)
         fresh, fresh2 = dm.sample(len(x), g).double(), dm.sample(len(x), g).double()
         x = x.reshape(len(x), -1).double()
         sw.append(sliced_wasserstein(x, fresh, num_projections, torch.Generator().manual_seed(k)))
@@ -191,9 +219,10 @@ def compare_to(metrics: dict[str, Any], other_path: str | Path, num_std: float =
 
 def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Samples over seed sets from ``ckpt_path`` with ``solver``, their quality metrics and bits/dim."""
-    run_dir, model, dm = start_from_checkpoint(cfg)
     ecfg = plain(cfg.task)
-    solver = build_solver(cfg)
+    check_evaluate_settings(ecfg)
+    run_dir, model, dm = start_from_checkpoint(cfg)
+    solver = solver_from_config(cfg)
     seed_sets = evaluation_seed_sets(
         int(ecfg["seed_sets"]), int(cfg.num_samples), int(cfg.seed), cfg.sample_seeds
     )
@@ -214,7 +243,9 @@ def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
     sets = [x[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
     lik = None
     if ecfg.get("likelihood", True):
-        lik, _ = evaluate_likelihood(model, dm, plain(cfg.likelihood), int(cfg.seed), progress=True)
+        lik, _ = evaluate_likelihood(
+            model, dm, LikelihoodSettings.from_config(cfg.likelihood), int(cfg.seed), progress=True
+        )
     metrics: dict[str, Any] = {
         "task": "evaluate",
         "ckpt_path": str(cfg.ckpt_path),
@@ -223,7 +254,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
     }
     if not is_global_zero():
         return metrics
-    if levels is not None:
+    if dm.is_discrete:
         metrics["quality"] = image_quality(
             sets, dm, ecfg, levels=levels, data_range=data_range, seed=int(cfg.seed)
         )

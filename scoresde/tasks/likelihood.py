@@ -10,9 +10,11 @@ depend on the batch size or on the number of processes, which share the examples
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,51 +27,103 @@ from scoresde.train import ScoreModel
 from scoresde.train.build import plain
 from scoresde.train.distributed import chunks, gather_objects, is_global_zero, map_sharded, stack_in_order
 
-from .common import build_datamodule, per_item_seeds, write_json
-from .launch import checkpoint_model, launch_processes, prepare_run
+from .common import per_item_seeds, write_json
+from .launch import start_from_checkpoint
 
-__all__ = ["evaluate_likelihood", "run_likelihood", "start_from_checkpoint", "summarize"]
+__all__ = ["LikelihoodSettings", "evaluate_likelihood", "run_likelihood", "summarize"]
 
 log = logging.getLogger(__name__)
 
-#: keys of the `likelihood` config passed on to scoresde.likelihood
-_SOLVER_KEYS = ("estimator", "method", "rtol", "atol", "eps", "per_example")
 
+@dataclasses.dataclass(frozen=True)
+class LikelihoodSettings:
+    """The ``likelihood`` config block, checked on construction (so a typo fails before training, not
+    after it). ``estimator``, ``method``, ``rtol``, ``atol``, ``eps`` and ``per_example`` go to
+    :func:`scoresde.likelihood.log_likelihood`; ``seeds`` are explicit per-example seeds."""
 
-def _split_data(dm: Any, split: str, levels: int | None) -> torch.Tensor:
-    if levels is not None:
-        return dm.integer_data(split)
-    return dm.data(split) if hasattr(dm, "data") else dm._split(split)[0]
+    split: str = "test"
+    num_examples: int | None = None
+    batch_size: int = 500
+    estimator: str = "rademacher"
+    method: str = "RK45"
+    rtol: float = 1e-3
+    atol: float = 1e-3
+    eps: float = 1e-5
+    seeds: list[int] | None = None
+    per_example: bool = False
+
+    def __post_init__(self) -> None:
+        from scipy.integrate import solve_ivp
+
+        from scoresde.likelihood import ESTIMATORS
+
+        problems = []
+        if self.split not in ("train", "val", "test"):
+            problems.append(f"split must be train, val or test, got {self.split!r}")
+        if self.num_examples is not None and int(self.num_examples) < 1:
+            problems.append(f"num_examples must be >= 1 (null: all), got {self.num_examples}")
+        if int(self.batch_size) < 1:
+            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.estimator not in ESTIMATORS:
+            problems.append(f"unknown estimator {self.estimator!r}; valid: {', '.join(ESTIMATORS)}")
+        try:  # scipy's own check of the method name, on a one-line ODE
+            solve_ivp(lambda t, y: -y, (0.0, 1.0), [1.0], method=self.method)
+        except (ValueError, TypeError):
+            problems.append(
+                f"method {self.method!r} is not a scipy solve_ivp method; valid: RK45, RK23, DOP853, Radau, "
+                "BDF, LSODA"
+            )
+        for key in ("rtol", "atol", "eps"):
+            if not float(getattr(self, key)) > 0:
+                problems.append(f"{key} must be > 0, got {getattr(self, key)}")
+        if self.seeds is not None and (not isinstance(self.seeds, list | tuple) or len(self.seeds) == 0):
+            problems.append(f"seeds must be a non-empty list of integers, got {self.seeds!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any] | LikelihoodSettings) -> LikelihoodSettings:
+        """The settings of a ``likelihood`` block (a mapping; unknown keys are an error)."""
+        return cfg if isinstance(cfg, cls) else cls(**plain(cfg))
+
+    def solver_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`scoresde.likelihood.log_likelihood` / ``bits_per_dim``."""
+        return {k: getattr(self, k) for k in ("estimator", "method", "rtol", "atol", "eps", "per_example")}
 
 
 def evaluate_likelihood(
-    model: ScoreModel, dm: Any, lcfg: dict[str, Any], seed: int, progress: bool = False
+    model: ScoreModel,
+    dm: Any,
+    settings: Mapping[str, Any] | LikelihoodSettings,
+    seed: int,
+    progress: bool = False,
 ) -> tuple[dict[str, Any], torch.Tensor]:
-    """Per-example bits/dim (image data) or NLL in nats (continuous data) of ``lcfg["split"]``.
+    """Per-example bits/dim (discrete data) or NLL in nats (continuous data) of ``settings.split``.
     Returns ``(summary, per_example_values)``; see :func:`summarize`."""
     from scoresde.likelihood import bits_per_dim, log_likelihood
 
+    lcfg = LikelihoodSettings.from_config(settings)
     hp = model.hparams
     levels, data_range = hp.levels, tuple(hp.data_range)
-    data = _split_data(dm, lcfg["split"], levels)
-    n = len(data) if lcfg.get("num_examples") is None else min(int(lcfg["num_examples"]), len(data))
-    seeds = per_item_seeds(lcfg.get("seeds"), n, seed)
-    kwargs = {k: lcfg[k] for k in _SOLVER_KEYS if k in lcfg}
+    data = dm.examples(lcfg.split)
+    n = len(data) if lcfg.num_examples is None else min(int(lcfg.num_examples), len(data))
+    seeds = per_item_seeds(lcfg.seeds, n, seed)
+    kwargs = lcfg.solver_kwargs()
     nfe: list[int] = []
     t0 = time.perf_counter()
 
     def work(mine: list[int]) -> dict[int, torch.Tensor]:
         out: dict[int, torch.Tensor] = {}
-        batches = chunks(mine, int(lcfg["batch_size"]))
+        batches = chunks(mine, int(lcfg.batch_size))
         for batch in tqdm(
             batches,
-            desc=f"likelihood ({lcfg['split']})",
+            desc=f"likelihood ({lcfg.split})",
             disable=not (progress and is_global_zero()),
             leave=False,
         ):
             x = data[batch].to(model.device)
             s = [seeds[i] for i in batch]
-            if levels is not None:
+            if model.is_discrete:
                 res = bits_per_dim(
                     model.score_fn, model.sde, x, levels=levels, data_range=data_range, seeds=s, **kwargs
                 )
@@ -86,18 +140,19 @@ def evaluate_likelihood(
     all_nfe = [v for part in gather_objects(nfe) for v in part]
     summary = summarize(values, levels, int(np.prod(model.data_shape)))
     summary.update(
-        split=lcfg["split"],
+        split=lcfg.split,
         num_examples=n,
         nfe_per_batch=float(np.mean(all_nfe)) if all_nfe else 0.0,
         seconds=time.perf_counter() - t0,
-        **{k: kwargs[k] for k in kwargs},
+        **kwargs,
     )
     return summary, values
 
 
 def summarize(values: torch.Tensor, levels: int | None, dims: int) -> dict[str, Any]:
     """Mean and standard error over the finite values; the count of non-finite ones is reported (an ODE
-    that diverges for some example must not silently poison or vanish from the mean)."""
+    that diverges for some example must not silently poison or vanish from the mean). ``levels``: those of
+    discrete data (bits/dim), None for continuous data (nats)."""
     finite = torch.isfinite(values)
     good = values[finite]
     n_bad = int((~finite).sum())
@@ -114,41 +169,21 @@ def summarize(values: torch.Tensor, levels: int | None, dims: int) -> dict[str, 
     return {"nll_nats": mean, "nll_nats_sem": sem, "nll_nats_per_dim": mean / dims, "num_nonfinite": n_bad}
 
 
-def start_from_checkpoint(cfg: DictConfig) -> tuple[Path, ScoreModel, Any]:
-    """What a task on a trained model starts with: the run directory, the model of ``ckpt_path`` (EMA
-    weights; the other processes started under DDP) and the configured data module, checked to match."""
-    run_dir = prepare_run(cfg)
-    launch_processes(cfg)
-    model = checkpoint_model(cfg)
-    dm = build_datamodule(cfg)
-    _check_data_matches(model, dm)
-    return run_dir, model, dm
+def log_summary(summary: dict[str, Any]) -> None:
+    """One log line: the split's bits/dim (or nats) with its standard error (rank 0)."""
+    if is_global_zero():
+        key = "bpd" if "bpd" in summary else "nll_nats"
+        log.info("%s %s = %.4f (+- %.4f)", summary["split"], key, summary[key], summary[f"{key}_sem"])
 
 
 def run_likelihood(cfg: DictConfig) -> dict[str, Any]:
     """Bits/dim (or NLL) of ``likelihood.split`` under ``ckpt_path``."""
     run_dir, model, dm = start_from_checkpoint(cfg)
-    summary, values = evaluate_likelihood(model, dm, plain(cfg.likelihood), int(cfg.seed), progress=True)
+    settings = LikelihoodSettings.from_config(cfg.likelihood)
+    summary, values = evaluate_likelihood(model, dm, settings, int(cfg.seed), progress=True)
     metrics = {"task": "likelihood", "ckpt_path": str(cfg.ckpt_path), "likelihood": summary}
     write_json(run_dir / "metrics.json", metrics)
     if is_global_zero():
         torch.save({"values": values, "summary": summary}, Path(run_dir) / "likelihood.pt")
-        key = "bpd" if "bpd" in summary else "nll_nats"
-        log.info("%s %s = %.4f (+- %.4f)", summary["split"], key, summary[key], summary[f"{key}_sem"])
+    log_summary(summary)
     return metrics
-
-
-def _check_data_matches(model: ScoreModel, dm: Any) -> None:
-    shape = tuple(int(s) for s in dm.shape)
-    if model.data_shape is not None and tuple(model.data_shape) != shape:
-        raise ValueError(
-            f"the checkpoint's model was trained on data of shape {model.data_shape}, the configured data "
-            f"({type(dm).__name__}) have shape {shape}: pass the same data=... as for training"
-        )
-    levels = getattr(dm, "levels", None)
-    if levels != model.hparams.levels:
-        raise ValueError(
-            f"the checkpoint's model was trained on data with levels={model.hparams.levels}, the configured "
-            "data "
-            f"({type(dm).__name__}) have levels={levels}: pass the same data=... as for training"
-        )

@@ -1,8 +1,9 @@
 """``task=sample``: draw samples from a checkpoint's EMA weights; also used after training.
 
-Sample ``i`` is drawn from its own seed (``seed * 1_000_000 + i``, or ``sample_seeds[i]``), so it is the
-same whatever the batch size or the number of processes; under several processes the samples are
-sharded across ranks and gathered on every rank, and rank 0 writes the files.
+Sample ``i`` is drawn from its own seed (``seed * SEED_STRIDE + i``, or ``sample_seeds[i]``); with a
+sampler that draws each example on its own (EM, PC; the ODE with ``per_example=true``) it is the same
+whatever the batch size or the number of processes. Under several processes the samples are sharded
+across ranks and gathered on every rank, and rank 0 writes the files.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from scoresde.train import ScoreModel
 from scoresde.train.distributed import chunks, gather_objects, is_global_zero, map_sharded, stack_in_order
 from scoresde.train.images import save_samples_png
 
-from .common import build_solver, per_item_seeds, write_json
-from .launch import checkpoint_model, launch_processes, prepare_run
+from .common import per_item_seeds, solver_from_config, write_json
+from .launch import start_from_checkpoint
 
 __all__ = ["generate", "run_sample", "save_samples"]
 
@@ -100,10 +101,8 @@ def save_samples(
 
 def run_sample(cfg: DictConfig) -> dict[str, Any]:
     """Sample ``num_samples`` (or ``len(sample_seeds)``) images from ``ckpt_path`` with ``solver``."""
-    run_dir = prepare_run(cfg)
-    launch_processes(cfg)
-    model = checkpoint_model(cfg)
-    solver = build_solver(cfg)
+    run_dir, model, _ = start_from_checkpoint(cfg, load_data=False)
+    solver = solver_from_config(cfg)
     n = len(cfg.sample_seeds) if cfg.sample_seeds is not None else int(cfg.num_samples)
     seeds = per_item_seeds(cfg.sample_seeds, n, cfg.seed)
     log.info("sampling %d with %r from %s", n, solver, cfg.ckpt_path)

@@ -7,13 +7,20 @@ Run directory layout::
     weights_ema.pt          the EMA network weights + configs (inference only)
     samples.png/.pt/.npz    num_samples samples from the EMA weights with the configured solver
     samples/val_step*.png   validation grids
-    logs/metrics.csv        training curves (CSV logger)
+    logs/metrics.csv        training curves (CSV logger; a resume keeps the earlier rows)
     metrics.json            summary: steps, times, losses, bits/dim, sampling statistics, paths
+
+The steps, one function each: :func:`prepare_training` (build and check everything, claim the run
+directory), :func:`fit`, :func:`training_report`, :func:`save_inference_weights`,
+:func:`sample_after_training`, :func:`likelihood_after_training`, then ``metrics.json``.
 """
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +29,8 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from scoresde.train import (
+    EMA,
+    LastCheckpoint,
     ScoreModel,
     TrainingDivergedError,
     atomic_torch_save,
@@ -30,26 +39,163 @@ from scoresde.train import (
     resolve_ckpt_path,
 )
 from scoresde.train.build import plain
+from scoresde.train.checkpoint import RESUME_KEYS, check_same_config
 from scoresde.train.distributed import is_global_zero, rank_and_world
 
 from .common import (
-    build_datamodule,
-    build_score_model,
-    build_solver,
     build_trainer,
+    config_errors,
     data_info,
+    datamodule_from_config,
     per_item_seeds,
+    score_model_from_config,
+    solver_from_config,
     write_json,
 )
-from .launch import prepare_run
-from .likelihood import evaluate_likelihood
+from .launch import device_of, prepare_run
+from .likelihood import LikelihoodSettings, evaluate_likelihood, log_summary
+from .rundir import (
+    CKPT_DIR,
+    check_writable,
+    claim_for_training,
+    is_secondary_process,
+    remove_stale_temporaries,
+)
 from .sample import generate, save_samples
 
-__all__ = ["run_train", "save_inference_weights"]
+__all__ = [
+    "ContinueLogs",
+    "ResumeHint",
+    "TrainingRun",
+    "fit",
+    "likelihood_after_training",
+    "prepare_training",
+    "run_train",
+    "sample_after_training",
+    "save_inference_weights",
+    "training_report",
+]
 
 log = logging.getLogger(__name__)
 
-CKPT_DIR = "checkpoints"
+
+@dataclasses.dataclass
+class TrainingRun:
+    """Everything a training run uses, built and checked before its first step."""
+
+    cfg: DictConfig
+    run_dir: Path
+    ckpt_dir: Path
+    dm: Any
+    info: dict[str, Any]
+    model: ScoreModel
+    solver: Any | None
+    likelihood: LikelihoodSettings | None
+    resume: str | None
+    trainer: pl.Trainer
+    ema: EMA | None
+    checkpoint: LastCheckpoint
+
+
+class ResumeHint(pl.Callback):
+    """On Ctrl-C during training (Lightning then exits with status 1): say where the last checkpoint is
+    and how to resume."""
+
+    def __init__(self, run_dir: Path, ckpt_dir: Path):
+        self.run_dir, self.ckpt_dir = run_dir, ckpt_dir
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if not isinstance(exception, KeyboardInterrupt) or not trainer.is_global_zero:
+            return
+        last = self.ckpt_dir / "last.ckpt"
+        where = (
+            f"the last checkpoint is {last}; resume with the same command plus hydra.run.dir={self.run_dir} "
+            "ckpt_path=last"
+            if last.is_file()
+            else "no checkpoint was written yet (checkpoint.every_n_steps); start again to train"
+        )
+        print(
+            f"error: training interrupted at step {trainer.global_step}: {where}", file=sys.stderr, flush=True
+        )
+
+
+class ContinueLogs(pl.Callback):
+    """A resumed run continues ``logs/metrics.csv``: the rows of the run before the checkpoint's step are
+    read before Lightning's CSV logger replaces the file and written back first (rows logged after the
+    checkpoint by the interrupted run are dropped: the resumed run logs those steps again)."""
+
+    def __init__(self, csv_path: Path, step: int):
+        self.rows: list[dict[str, str]] = []
+        if csv_path.is_file():
+            with csv_path.open(newline="") as f:
+                for row in csv.DictReader(f):
+                    s = int(float(row.get("step") or 0))
+                    if s < step or (s == step and not row.get("train/loss")):
+                        self.rows.append(row)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        from pytorch_lightning.loggers import CSVLogger
+
+        if not self.rows or not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            if isinstance(logger, CSVLogger):
+                writer = logger.experiment  # created now (the old file is gone): put the old rows back
+                writer.metrics[:0] = self.rows
+                writer.save()
+
+
+def prepare_training(cfg: DictConfig) -> TrainingRun:
+    """Build every part of the run (data, model, samplers, likelihood settings, trainer) so that a bad
+    setting fails in seconds; check the checkpoint to resume against the configured model; claim the
+    run directory and check that its folders can be written."""
+    run_dir = prepare_run(cfg)
+    ckpt_dir = run_dir / CKPT_DIR
+    resume = resolve_ckpt_path(cfg.ckpt_path, ckpt_dir)
+    if not is_secondary_process():
+        check_writable(ckpt_dir, "checkpoint directory")
+        if str(cfg.get("logger", "csv")) != "none":
+            check_writable(run_dir / "logs", "log directory")
+        remove_stale_temporaries(ckpt_dir)
+        claim_for_training(run_dir, resume)
+    device_of(cfg)  # trainer=gpu on a machine without one: a clear error
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    dm = datamodule_from_config(cfg)
+    info = data_info(dm)
+    model = score_model_from_config(cfg, info)
+    solver = solver_from_config(cfg) if cfg.task.get("sample", True) else None
+    likelihood = LikelihoodSettings.from_config(cfg.likelihood) if cfg.task.get("likelihood", True) else None
+    callbacks: list[pl.Callback] = [ResumeHint(run_dir, ckpt_dir)]
+    start = 0
+    if resume is not None:
+        ckpt = load_checkpoint(resume)
+        check_compatible(ckpt, model, resume)
+        check_same_config(ckpt, dict(model.hparams), RESUME_KEYS, resume, "the resumed run")
+        start = int(ckpt.get("global_step", 0))
+        callbacks.append(ContinueLogs(run_dir / "logs" / "metrics.csv", start))
+        log.info("resuming from %s (step %d)", resume, start)
+    with config_errors("trainer (with ema and checkpoint)"):
+        trainer, ema, ckpt_cb = build_trainer(cfg, run_dir, ckpt_dir, extra_callbacks=callbacks)
+    for logger in trainer.loggers:
+        if resume is not None and type(logger).__name__ == "TensorBoardLogger" and hasattr(logger, "_kwargs"):
+            # TensorBoard drops the interrupted run's events from the checkpoint's step on
+            logger._kwargs.setdefault("purge_step", start)
+    return TrainingRun(
+        cfg, run_dir, ckpt_dir, dm, info, model, solver, likelihood, resume, trainer, ema, ckpt_cb
+    )
+
+
+def fit(run: TrainingRun) -> float:
+    """``trainer.fit`` (from the checkpoint when resuming); returns the wall time in seconds."""
+    t0 = time.perf_counter()
+    try:
+        run.trainer.fit(run.model, datamodule=run.dm, ckpt_path=run.resume)
+    except TrainingDivergedError:
+        log.error("training diverged; nothing after the last checkpoint was written")
+        raise
+    return time.perf_counter() - t0
 
 
 def save_inference_weights(model: ScoreModel, path: Path) -> None:
@@ -73,35 +219,10 @@ def save_inference_weights(model: ScoreModel, path: Path) -> None:
     )
 
 
-def run_train(cfg: DictConfig) -> dict[str, Any]:
-    """Train per ``cfg`` and evaluate; returns the metrics written to ``metrics.json``."""
-    run_dir = prepare_run(cfg)
-    ckpt_dir = run_dir / CKPT_DIR
-    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    dm = build_datamodule(cfg)
-    info = data_info(dm)
-    model = build_score_model(cfg, info)
-    solver = build_solver(cfg) if cfg.task.get("sample", True) else None  # fail fast on a bad solver config
-    resume = resolve_ckpt_path(cfg.ckpt_path, ckpt_dir)
-    if resume is not None:
-        check_compatible(load_checkpoint(resume), model, resume)
-        log.info("resuming from %s", resume)
-    trainer, ema, ckpt_cb = build_trainer(cfg, run_dir, ckpt_dir)
-
-    t0 = time.perf_counter()
-    try:
-        trainer.fit(model, datamodule=dm, ckpt_path=resume)
-    except TrainingDivergedError:
-        log.error("training diverged; nothing after the last checkpoint was written")
-        raise
-    train_seconds = time.perf_counter() - t0
-    if trainer.interrupted:
-        raise KeyboardInterrupt(
-            f"training was interrupted at step {trainer.global_step}; resume with "
-            f"hydra.run.dir={run_dir} ckpt_path=last"
-        )
-    start_step = getattr(model, "_fit_start_step", None)
-    max_steps = int(cfg.trainer.max_steps)
+def training_report(run: TrainingRun, train_seconds: float) -> dict[str, Any]:
+    """What training did: steps (and whether ``trainer.max_time`` stopped it), losses, paths."""
+    trainer = run.trainer
+    max_steps = int(run.cfg.trainer.max_steps)
     stopped_early = trainer.global_step < max_steps and not trainer.fast_dev_run
     if stopped_early and is_global_zero():
         log.warning(
@@ -109,54 +230,68 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
             "the results below are for step %d",
             trainer.global_step,
             max_steps,
-            cfg.trainer.get("max_time"),
+            run.cfg.trainer.get("max_time"),
             trainer.global_step,
         )
-
-    rank, world = rank_and_world()
-    if world > 1:
-        log.info("process %d of %d: sampling and likelihood are sharded across the processes", rank, world)
-    infer = ema.averaged_module() if ema is not None else model
-    infer.eval()
-    weights = run_dir / "weights_ema.pt"
-    save_inference_weights(infer, weights)
-    metrics: dict[str, Any] = {
+    return {
         "task": "train",
         "global_step": int(trainer.global_step),
         "max_steps": max_steps,
         "stopped_by_max_time": stopped_early,
-        "resumed_from": resume,
-        "start_step": start_step,
+        "resumed_from": run.resume,
+        "start_step": getattr(run.model, "_fit_start_step", None),
         "train_seconds": train_seconds,
-        "ema_updates": ema.num_updates if ema is not None else 0,
+        "ema_updates": run.ema.num_updates if run.ema is not None else 0,
         "train_loss": _metric(trainer, "train/loss"),
         "val_loss": _metric(trainer, "val/loss"),
         "val_bpd": _metric(trainer, "val/bpd"),
-        "checkpoint": ckpt_cb.last_model_path,
-        "weights_ema": str(weights),
-        "num_parameters": sum(p.numel() for p in model.net.parameters()),
-        "data": plain(info),
+        "checkpoint": run.checkpoint.last_model_path,
+        "num_parameters": sum(p.numel() for p in run.model.net.parameters()),
+        "data": plain(run.info),
     }
-    show = int(cfg.get("progress_bar_refresh_rate", 20) or 0) > 0
-    if solver is not None:
-        seeds = per_item_seeds(
-            cfg.sample_seeds, None if cfg.sample_seeds is not None else int(cfg.num_samples), cfg.seed
-        )
-        x, stats = generate(infer, solver, seeds, int(cfg.sample_batch_size), progress=show)
-        metrics["sampling"] = {**stats, "solver": repr(solver)}
-        metrics["samples"] = save_samples(
-            x, run_dir, levels=info["levels"], data_range=info["data_range"], seeds=seeds
-        )
-    if cfg.task.get("likelihood", True):
-        summary, _ = evaluate_likelihood(infer, dm, plain(cfg.likelihood), int(cfg.seed), progress=show)
-        metrics["likelihood"] = summary
-        key = "bpd" if "bpd" in summary else "nll_nats"
-        if is_global_zero():
-            log.info("%s %s = %.4f (+- %.4f)", summary["split"], key, summary[key], summary[f"{key}_sem"])
+
+
+def sample_after_training(run: TrainingRun, infer: ScoreModel, progress: bool) -> dict[str, Any]:
+    """``num_samples`` samples (or ``sample_seeds``) with the EMA weights, written as ``samples.*``."""
+    cfg = run.cfg
+    n = None if cfg.sample_seeds is not None else int(cfg.num_samples)
+    seeds = per_item_seeds(cfg.sample_seeds, n, cfg.seed)
+    x, stats = generate(infer, run.solver, seeds, int(cfg.sample_batch_size), progress=progress)
+    files = save_samples(
+        x, run.run_dir, levels=run.info["levels"], data_range=run.info["data_range"], seeds=seeds
+    )
+    return {"sampling": {**stats, "solver": repr(run.solver)}, "samples": files}
+
+
+def likelihood_after_training(run: TrainingRun, infer: ScoreModel, progress: bool) -> dict[str, Any]:
+    """Bits/dim (nats for continuous data) of ``likelihood.split`` with the EMA weights."""
+    summary, _ = evaluate_likelihood(infer, run.dm, run.likelihood, int(run.cfg.seed), progress=progress)
+    log_summary(summary)
+    return summary
+
+
+def run_train(cfg: DictConfig) -> dict[str, Any]:
+    """Train per ``cfg`` and evaluate; returns the metrics written to ``metrics.json``."""
+    run = prepare_training(cfg)
+    t0 = time.perf_counter()
+    train_seconds = fit(run)
+    metrics = training_report(run, train_seconds)
+    rank, world = rank_and_world()
+    if world > 1:
+        log.info("process %d of %d: sampling and likelihood are sharded across the processes", rank, world)
+    infer = run.ema.averaged_module() if run.ema is not None else run.model
+    infer.eval()
+    metrics["weights_ema"] = str(run.run_dir / "weights_ema.pt")
+    save_inference_weights(infer, run.run_dir / "weights_ema.pt")
+    progress = int(cfg.get("progress_bar_refresh_rate", 20) or 0) > 0
+    if run.solver is not None:
+        metrics.update(sample_after_training(run, infer, progress))
+    if run.likelihood is not None:
+        metrics["likelihood"] = likelihood_after_training(run, infer, progress)
     metrics["total_seconds"] = time.perf_counter() - t0
-    write_json(run_dir / "metrics.json", metrics)
+    write_json(run.run_dir / "metrics.json", metrics)
     if is_global_zero():
-        log.info("results in %s", run_dir)
+        log.info("results in %s", run.run_dir)
     return metrics
 
 

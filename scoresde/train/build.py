@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["adapt_network_config", "import_target", "instantiate", "plain"]
+__all__ = ["adapt_network_config", "import_target", "instantiate", "network_from_config", "plain"]
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def adapt_network_config(cfg: Mapping[str, Any], shape: tuple[int, ...]) -> dict
     return cfg
 
 
-def build_network(cfg: Mapping[str, Any]) -> nn.Module:
+def network_from_config(cfg: Mapping[str, Any]) -> nn.Module:
     """Instantiate a network config and check that it is an ``nn.Module``."""
     net = instantiate(cfg)
     if not isinstance(net, nn.Module):

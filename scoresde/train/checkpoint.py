@@ -24,6 +24,8 @@ __all__ = [
     "CheckpointError",
     "LastCheckpoint",
     "check_compatible",
+    "check_same_config",
+    "config_differences",
     "load_checkpoint",
     "load_score_model",
     "resolve_ckpt_path",
@@ -153,13 +155,71 @@ def check_compatible(ckpt: dict[str, Any], model: torch.nn.Module, path: str | P
         )
 
 
+#: hyper-parameters that define the model: a checkpoint is only sampled or resumed with these unchanged
+MODEL_KEYS = ("net", "sde", "parameterization", "loss", "data_shape", "levels", "data_range")
+#: hyper-parameters that a resumed run must keep too (the optimizer state and the loss-noise stream follow
+#: them); the others (``validation``, ``sample_dir``) may change on resume
+RESUME_KEYS = (*MODEL_KEYS, "lr", "betas", "adam_eps", "weight_decay", "warmup_steps", "seed")
+
+
+def config_differences(recorded: Any, current: Any, prefix: str = "") -> list[str]:
+    """The differences between two (nested) configs, one line per key: ``"sde.beta_max: 20.0 in the
+    checkpoint, 5.0 now"``. Lists and tuples compare equal when their items do; ints equal floats."""
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        out: list[str] = []
+        for key in sorted(set(recorded) | set(current), key=str):
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if key not in current:
+                out.append(f"{name}: {recorded[key]!r} in the checkpoint, not set now")
+            elif key not in recorded:
+                out.append(f"{name}: not in the checkpoint, {current[key]!r} now")
+            else:
+                out.extend(config_differences(recorded[key], current[key], name))
+        return out
+    if isinstance(recorded, list | tuple) and isinstance(current, list | tuple):
+        if len(recorded) == len(current) and not any(
+            config_differences(a, b) for a, b in zip(recorded, current)
+        ):
+            return []
+    elif recorded == current:
+        return []
+    return [f"{prefix or 'value'}: {recorded!r} in the checkpoint, {current!r} now"]
+
+
+def check_same_config(
+    ckpt: dict[str, Any], current: dict[str, Any], keys: tuple[str, ...], path: str | Path, what: str
+) -> None:
+    """Raise :class:`CheckpointError` listing every difference between the checkpoint's
+    hyper-parameters and ``current`` over ``keys`` (a resume or a sample with a changed model)."""
+    hp = ckpt.get("hyper_parameters", {})
+    diffs = [d for key in keys if key in current for d in config_differences(hp.get(key), current[key], key)]
+    if diffs:
+        raise CheckpointError(
+            f"checkpoint {path} was trained with another configuration than the one given for {what}:\n  "
+            + "\n  ".join(diffs)
+            + "\nUse the checkpoint's settings (its config is in the training run's .hydra/config.yaml), or "
+            "train a new model in a new directory."
+        )
+
+
+def _upgrade_hparams(hp: dict[str, Any]) -> dict[str, Any]:
+    """Hyper-parameters of checkpoints written before the validation settings became one ``validation``
+    mapping (``val_num_samples`` ...) in the current form."""
+    legacy = {"val_solver": "solver", "val_num_samples": "num_samples", "val_sample_every": "sample_every",
+              "val_bpd_examples": "bpd_examples", "val_bpd_rtol": "bpd_rtol"}
+    if any(k in hp for k in legacy):
+        hp = dict(hp)
+        hp["validation"] = {new: hp.pop(old) for old, new in legacy.items() if old in hp}
+    return hp
+
+
 def load_score_model(path: str | Path, map_location: str | torch.device = "cpu"):
     """Rebuild a :class:`~scoresde.train.module.ScoreModel` from a checkpoint with its EMA weights (the
     checkpoint's ``state_dict``), in eval mode. Clear errors for corrupt or mismatched files."""
     from .module import ScoreModel
 
     ckpt = load_checkpoint(path)
-    hp = dict(ckpt["hyper_parameters"])
+    hp = _upgrade_hparams(dict(ckpt["hyper_parameters"]))
     try:
         model = ScoreModel(**hp)
     except Exception as err:  # noqa: BLE001

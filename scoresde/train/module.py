@@ -30,9 +30,9 @@ from scoresde.losses import DSMLoss, NonFiniteLossError
 from scoresde.quantization import bits_per_dim_from_logp
 from scoresde.score import PARAMETERIZATIONS, NetworkScore
 
-from .build import build_network, instantiate, plain
+from .build import instantiate, network_from_config, plain
 
-__all__ = ["ScoreModel", "TrainingDivergedError", "step_seed"]
+__all__ = ["VALIDATION_DEFAULTS", "ScoreModel", "TrainingDivergedError", "step_seed"]
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,22 @@ def step_seed(seed: int, rank: int, step: int, stream: int = 0) -> int:
     return int((int(state[0]) << 31 ^ int(state[1])) % 2**63)
 
 
+#: the validation settings (``validation=`` of :class:`ScoreModel`, the ``validation`` config block) and
+#: their defaults
+VALIDATION_DEFAULTS: dict[str, Any] = {
+    "num_samples": 64,
+    "sample_every": 1,
+    "bpd_examples": 0,
+    "bpd_rtol": 1e-3,
+    "solver": None,
+}
+
+
 class ScoreModel(pl.LightningModule):
     """Score-based generative model trained with continuous-time DSM.
+
+    The app builds it from the ``module`` config block (``_target_: scoresde.train.ScoreModel``), with
+    ``net``/``sde``/``validation`` from the groups of the same names and the data's shape, levels and range.
 
     Args:
         net: network config, ``{"_target_": "scoresde.nets.UNet", ...}`` (see ``conf/model/``).
@@ -64,12 +78,10 @@ class ScoreModel(pl.LightningModule):
         data_shape: per-example shape ``(C, H, W)`` or ``(D,)``.
         levels, data_range: quantization of the data (``levels=None`` for continuous data such as the
             2-D toys); validation bits/dim use them.
-        val_solver: sampler config for the validation sample grid (``None``: no samples).
-        val_num_samples: images in the validation grid.
-        val_sample_every: draw the grid at every ``val_sample_every``-th validation.
-        val_bpd_examples: examples of the first validation batch whose bits/dim (nats/dim for continuous
-            data) are computed with the probability-flow ODE (0: none).
-        val_bpd_rtol: ODE tolerance of that estimate.
+        validation: the validation pass (keys of :data:`VALIDATION_DEFAULTS`): ``num_samples`` images in
+            the sample grid, drawn at every ``sample_every``-th validation with the sampler config
+            ``solver`` (``None``: no grid); bits/dim (nats/dim for continuous data) of ``bpd_examples``
+            examples of the first validation batch with the probability-flow ODE at ``bpd_rtol`` (0: none).
         sample_dir: where the validation grids go (default: ``<trainer.default_root_dir>/samples``).
     """
 
@@ -89,27 +101,13 @@ class ScoreModel(pl.LightningModule):
         data_shape: tuple[int, ...] | list[int] | None = None,
         levels: int | None = None,
         data_range: tuple[float, float] | list[float] = (-1.0, 1.0),
-        val_solver: Mapping[str, Any] | None = None,
-        val_num_samples: int = 64,
-        val_sample_every: int = 1,
-        val_bpd_examples: int = 0,
-        val_bpd_rtol: float = 1e-3,
+        validation: Mapping[str, Any] | None = None,
         sample_dir: str | None = None,
     ):
         super().__init__()
-        net, sde, loss, val_solver = plain(net), plain(sde), plain(loss or {}), plain(val_solver)
-        _check_hparams(
-            parameterization,
-            lr,
-            betas,
-            adam_eps,
-            weight_decay,
-            warmup_steps,
-            val_num_samples,
-            val_sample_every,
-            val_bpd_examples,
-            val_bpd_rtol,
-        )
+        net, sde, loss = plain(net), plain(sde), plain(loss or {})
+        validation = _validation_settings(validation)
+        _check_hparams(parameterization, lr, betas, adam_eps, weight_decay, warmup_steps, validation)
         self.save_hyperparameters(
             {
                 "net": net,
@@ -125,19 +123,18 @@ class ScoreModel(pl.LightningModule):
                 "data_shape": None if data_shape is None else [int(s) for s in data_shape],
                 "levels": None if levels is None else int(levels),
                 "data_range": [float(v) for v in data_range],
-                "val_solver": val_solver,
-                "val_num_samples": int(val_num_samples),
-                "val_sample_every": int(val_sample_every),
-                "val_bpd_examples": int(val_bpd_examples),
-                "val_bpd_rtol": float(val_bpd_rtol),
+                "validation": validation,
                 "sample_dir": sample_dir,
             }
         )
-        self.net = build_network(net)
+        try:
+            self.net = network_from_config(net)
+        except (ValueError, TypeError) as err:
+            raise type(err)(f"network {net.get('_target_')}: {err}") from err
         self.sde = instantiate(sde)
         self.score_fn = NetworkScore(self.net, self.sde, parameterization)
         self.loss_fn = DSMLoss(**loss, check_finite=False)  # checked on the gradients, DDP-safe
-        self._val_solver = instantiate(val_solver) if val_solver else None
+        self._val_solver = instantiate(validation["solver"]) if validation["solver"] else None
         self._val_count = 0
         self._fit_start_step: int | None = None
         self._last_loss = float("nan")
@@ -148,6 +145,12 @@ class ScoreModel(pl.LightningModule):
         """Per-example shape of the data, or None if unknown."""
         shape = self.hparams.get("data_shape")
         return None if shape is None else tuple(shape)
+
+    @property
+    def is_discrete(self) -> bool:
+        """Whether the model's data are discrete (``levels`` set: bits/dim apply), as the data module's
+        :attr:`~scoresde.data.base.ScoreDataModule.is_discrete`."""
+        return self.hparams.get("levels") is not None
 
     def _generator(self, step: int, stream: int) -> torch.Generator:
         g = torch.Generator(device=self.device)
@@ -245,9 +248,10 @@ class ScoreModel(pl.LightningModule):
         loss = self.loss_fn(self.score_fn, self.sde, x, generator=self._generator(batch_idx, 1))
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=x.shape[0])
         if batch_idx == 0 and not self.trainer.sanity_checking:
-            if self.hparams.val_bpd_examples > 0:
-                self._validation_bpd(x[: self.hparams.val_bpd_examples])
-            if self._val_solver is not None and (self._val_count - 1) % self.hparams.val_sample_every == 0:
+            val = self.hparams.validation
+            if val["bpd_examples"] > 0:
+                self._validation_bpd(x[: val["bpd_examples"]])
+            if self._val_solver is not None and (self._val_count - 1) % val["sample_every"] == 0:
                 if self.global_rank == 0:
                     self._validation_samples()
         return loss
@@ -260,13 +264,13 @@ class ScoreModel(pl.LightningModule):
                 self.score_fn,
                 self.sde,
                 x.clone(),
-                rtol=self.hparams.val_bpd_rtol,
-                atol=self.hparams.val_bpd_rtol,
+                rtol=self.hparams.validation["bpd_rtol"],
+                atol=self.hparams.validation["bpd_rtol"],
                 generator=self._generator(0, 2),
             )
         logp = res.logp.to(x.device)
         dims = x[0].numel()
-        if self.hparams.levels is None:
+        if not self.is_discrete:
             self.log("val/nll_per_dim", (-logp / dims).mean(), sync_dist=True, batch_size=x.shape[0])
         else:
             bpd = bits_per_dim_from_logp(logp, dims, self.hparams.levels, tuple(self.hparams.data_range))
@@ -278,7 +282,7 @@ class ScoreModel(pl.LightningModule):
         shape = self.data_shape
         if shape is None:
             return
-        n = self.hparams.val_num_samples
+        n = self.hparams.validation["num_samples"]
         x = self._val_solver.sample(
             self.score_fn, self.sde, (n, *shape), seeds=list(range(n)), device=self.device
         )
@@ -298,18 +302,17 @@ class ScoreModel(pl.LightningModule):
         }
 
 
-def _check_hparams(
-    parameterization,
-    lr,
-    betas,
-    adam_eps,
-    weight_decay,
-    warmup_steps,
-    val_num_samples,
-    val_sample_every,
-    val_bpd_examples,
-    val_bpd_rtol,
-) -> None:
+def _validation_settings(validation: Mapping[str, Any] | None) -> dict[str, Any]:
+    given = dict(plain(validation or {}))
+    unknown = sorted(set(given) - set(VALIDATION_DEFAULTS))
+    if unknown:
+        raise ValueError(
+            f"unknown validation setting(s) {', '.join(unknown)}; valid: {', '.join(VALIDATION_DEFAULTS)}"
+        )
+    return {**VALIDATION_DEFAULTS, **given}
+
+
+def _check_hparams(parameterization, lr, betas, adam_eps, weight_decay, warmup_steps, validation) -> None:
     problems = []
     if parameterization not in PARAMETERIZATIONS:
         problems.append(
@@ -325,13 +328,10 @@ def _check_hparams(
         problems.append(f"weight_decay must be >= 0, got {weight_decay}")
     if int(warmup_steps) < 0:
         problems.append(f"warmup_steps must be >= 0, got {warmup_steps}")
-    if int(val_num_samples) < 1:
-        problems.append(f"val_num_samples must be >= 1, got {val_num_samples}")
-    if int(val_sample_every) < 1:
-        problems.append(f"val_sample_every must be >= 1, got {val_sample_every}")
-    if int(val_bpd_examples) < 0:
-        problems.append(f"val_bpd_examples must be >= 0, got {val_bpd_examples}")
-    if not float(val_bpd_rtol) > 0:
-        problems.append(f"val_bpd_rtol must be > 0, got {val_bpd_rtol}")
+    for key, low in (("num_samples", 1), ("sample_every", 1), ("bpd_examples", 0)):
+        if int(validation[key]) < low:
+            problems.append(f"validation.{key} must be >= {low}, got {validation[key]}")
+    if not float(validation["bpd_rtol"]) > 0:
+        problems.append(f"validation.bpd_rtol must be > 0, got {validation['bpd_rtol']}")
     if problems:
         raise ValueError("invalid ScoreModel settings: " + "; ".join(problems))
