@@ -147,6 +147,29 @@ class ContinueLogs(pl.Callback):
                 writer.save()
 
 
+#: data settings that may change on resume (where the files are and how they are loaded)
+DATA_KEYS_FREE_ON_RESUME = ("root", "num_workers", "pin_memory", "eval_batch_size")
+
+
+def run_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The settings that shape the training but live outside the model's hyper-parameters: the EMA and
+    the data (without :data:`DATA_KEYS_FREE_ON_RESUME`). Recorded in each checkpoint (``scoresde_run``)."""
+    data = {k: v for k, v in plain(cfg.data).items() if k not in DATA_KEYS_FREE_ON_RESUME}
+    return {"ema": plain(cfg.ema), "data": data}
+
+
+class RecordRunSettings(pl.Callback):
+    """Store :func:`run_settings` in every checkpoint, so that a resume can check them."""
+
+    def __init__(self, settings: dict[str, Any]):
+        self.settings = settings
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint["scoresde_run"] = self.settings
+
+
 def prepare_training(cfg: DictConfig) -> TrainingRun:
     """Build every part of the run (data, model, samplers, likelihood settings, trainer) so that a bad
     setting fails in seconds; check the checkpoint to resume against the configured model; claim the
@@ -167,12 +190,16 @@ def prepare_training(cfg: DictConfig) -> TrainingRun:
     model = score_model_from_config(cfg, info)
     solver = solver_from_config(cfg) if cfg.task.get("sample", True) else None
     likelihood = LikelihoodSettings.from_config(cfg.likelihood) if cfg.task.get("likelihood", True) else None
-    callbacks: list[pl.Callback] = [ResumeHint(run_dir, ckpt_dir)]
+    settings = run_settings(cfg)
+    callbacks: list[pl.Callback] = [ResumeHint(run_dir, ckpt_dir), RecordRunSettings(settings)]
     start = 0
     if resume is not None:
         ckpt = load_checkpoint(resume)
         check_compatible(ckpt, model, resume)
         check_same_config(ckpt, dict(model.hparams), RESUME_KEYS, resume, "the resumed run")
+        if "scoresde_run" in ckpt:
+            recorded = {"hyper_parameters": ckpt["scoresde_run"]}
+            check_same_config(recorded, settings, ("ema", "data"), resume, "the resumed run")
         start = int(ckpt.get("global_step", 0))
         callbacks.append(ContinueLogs(run_dir / "logs" / "metrics.csv", start))
         log.info("resuming from %s (step %d)", resume, start)
