@@ -139,7 +139,7 @@ def test_unknown_option_lists_the_valid_ones(group):
         ("validation.solver.steps=0", r"validation\.solver: steps must be >= 1"),
         ("num_samples=0", r"num_samples=0: must be >= 1"),
         ("likelihood.rtol=-1e-3", r"likelihood: rtol must be > 0"),
-        ("logger=wandb", r"logger='wandb': must be csv"),
+        ("logger=wandb", r"logger='wandb': must be csv, tensorboard, both, none"),
     ],
 )
 def test_invalid_values_are_named(override, message):

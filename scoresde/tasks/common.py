@@ -24,10 +24,13 @@ from scoresde.train import EMA, AtomicCheckpointIO, LastCheckpoint, ScoreModel
 from scoresde.train.build import adapt_network_config, instantiate, plain
 from scoresde.train.distributed import is_global_zero
 
+from .settings import LikelihoodSettings
+
 __all__ = [
     "SEED_STRIDE",
     "ConfigError",
     "build_trainer",
+    "check_keys",
     "config_errors",
     "data_info",
     "datamodule_from_config",
@@ -78,6 +81,44 @@ def _int(value: Any) -> int:
     return int(value)
 
 
+#: a rule for :func:`check_keys`: ``(key, ok(value) -> bool, what is required[, None allowed])``
+Rule = tuple
+
+#: the app's own keys (no object takes them)
+APP_RULES: tuple[Rule, ...] = (
+    ("seed", lambda v: _int(v) >= 0, "the seed must be an integer >= 0"),
+    ("trainer.max_steps", lambda v: _int(v) >= 1, "the number of training steps must be >= 1"),
+    ("num_samples", lambda v: _int(v) >= 1, "must be >= 1"),
+    ("sample_batch_size", lambda v: _int(v) >= 1, "must be >= 1"),
+    ("threads", lambda v: _int(v) >= 1, "must be >= 1 (null: automatic)", True),
+    ("logger", lambda v: v in ("csv", "tensorboard", "both", "none"), "must be csv, tensorboard, both, none"),
+    ("progress_bar_refresh_rate", lambda v: _int(v) >= 0, "must be >= 0"),
+    (
+        "sample_seeds",
+        lambda v: OmegaConf.is_list(v) and len(v) > 0 and all(_int(s) >= 0 for s in v),
+        "must be a non-empty list of integer seeds >= 0, e.g. [3, 17]",
+        True,
+    ),
+)
+
+
+def check_keys(cfg: DictConfig, rules: tuple[Rule, ...]) -> None:
+    """A :class:`ConfigError` listing every key of ``cfg`` that breaks its rule."""
+    problems = []
+    for key, ok, what, *none_allowed in rules:
+        value = _get(cfg, key)
+        if value is None and none_allowed and none_allowed[0]:
+            continue
+        try:
+            good = value is not None and ok(value)
+        except (TypeError, ValueError):
+            good = False
+        if not good:
+            problems.append(f"{key}={value!r}: {what}")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Fail fast on the app's own keys (those no object takes), on required keys left unset (``???``) and
     on the settings of the cheap objects a run builds (SDE, samplers, likelihood, data module); the
@@ -91,40 +132,7 @@ def validate_config(cfg: DictConfig) -> None:
             + " ".join(f"{k}=<value>" for k in missing)
             + (" (data.root: the directory of the data set)" if "data.root" in missing else "")
         )
-    problems: list[str] = []
-
-    def need(key: str, ok, what: str, allow_none: bool = False) -> None:
-        value = _get(cfg, key)
-        if value is None and allow_none:
-            return
-        try:
-            good = value is not None and ok(value)
-        except (TypeError, ValueError):
-            good = False
-        if not good:
-            problems.append(f"{key}={value!r}: {what}")
-
-    need("seed", lambda v: _int(v) >= 0, "the seed must be an integer >= 0")
-    need("trainer.max_steps", lambda v: _int(v) >= 1, "the number of training steps must be >= 1")
-    need("num_samples", lambda v: _int(v) >= 1, "must be >= 1")
-    need("sample_batch_size", lambda v: _int(v) >= 1, "must be >= 1")
-    need("threads", lambda v: _int(v) >= 1, "must be >= 1 (null: automatic)", allow_none=True)
-    need(
-        "logger",
-        lambda v: v in ("csv", "tensorboard", "both", "none"),
-        "must be csv, tensorboard, both or none",
-    )
-    need("progress_bar_refresh_rate", lambda v: _int(v) >= 0, "must be >= 0")
-    need(
-        "sample_seeds",
-        lambda v: OmegaConf.is_list(v) and len(v) > 0 and all(_int(s) >= 0 for s in v),
-        "must be a non-empty list of integer seeds >= 0, e.g. [3, 17]",
-        allow_none=True,
-    )
-    if problems:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
-    from .likelihood import LikelihoodSettings
-
+    check_keys(cfg, APP_RULES)
     with config_errors("likelihood"):
         LikelihoodSettings.from_config(cfg.likelihood)
     sde_from_config(cfg)

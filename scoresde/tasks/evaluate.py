@@ -44,7 +44,7 @@ from scoresde.evaluation import (
 from scoresde.train.build import plain
 from scoresde.train.distributed import is_global_zero
 
-from .common import SEED_STRIDE, ConfigError, per_item_seeds, solver_from_config, write_json
+from .common import SEED_STRIDE, ConfigError, check_keys, per_item_seeds, solver_from_config, write_json
 from .launch import start_from_checkpoint
 from .likelihood import LikelihoodSettings, evaluate_likelihood
 from .sample import generate, save_samples
@@ -59,26 +59,15 @@ log = logging.getLogger(__name__)
 FRESH_DATA_SEED_STRIDE = 7919
 
 
-def check_evaluate_settings(ecfg: dict[str, Any]) -> None:
-    """The ``task`` block of ``task=evaluate`` (no object takes these keys, so they are checked here)."""
-    problems = []
-
-    def need(key: str, ok, what: str) -> None:
-        try:
-            good = ok(ecfg.get(key))
-        except (TypeError, ValueError):
-            good = False
-        if not good:
-            problems.append(f"task.{key}={ecfg.get(key)!r}: {what}")
-
-    need("seed_sets", lambda v: int(v) >= 1, "must be >= 1 (>= 2 to measure the spread)")
-    need("kid_subset_size", lambda v: int(v) >= 2, "must be >= 2")
-    need("kid_subsets", lambda v: int(v) >= 1, "must be >= 1")
-    need("memorization_percentile", lambda v: 0 < float(v) < 100, "must lie in (0, 100)")
-    need("reference_split", lambda v: v in ("train", "val", "test"), "must be train, val or test")
-    need("batch_size", lambda v: int(v) >= 1, "must be >= 1")
-    if problems:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+#: the ``task`` block of ``task=evaluate`` (no object takes these keys, so they are checked here)
+EVALUATE_RULES = (
+    ("task.seed_sets", lambda v: int(v) >= 1, "must be >= 1 (>= 2 to measure the spread)"),
+    ("task.kid_subset_size", lambda v: int(v) >= 2, "must be >= 2"),
+    ("task.kid_subsets", lambda v: int(v) >= 1, "must be >= 1"),
+    ("task.memorization_percentile", lambda v: 0 < float(v) < 100, "must lie in (0, 100)"),
+    ("task.reference_split", lambda v: v in ("train", "val", "test"), "must be train, val or test"),
+    ("task.batch_size", lambda v: int(v) >= 1, "must be >= 1"),
+)
 
 
 def evaluation_seed_sets(num_sets: int, num_samples: int, seed: int, explicit: Any = None) -> list[list[int]]:
@@ -219,8 +208,8 @@ def compare_to(metrics: dict[str, Any], other_path: str | Path, num_std: float =
 
 def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Samples over seed sets from ``ckpt_path`` with ``solver``, their quality metrics and bits/dim."""
+    check_keys(cfg, EVALUATE_RULES)
     ecfg = plain(cfg.task)
-    check_evaluate_settings(ecfg)
     run_dir, model, dm = start_from_checkpoint(cfg)
     solver = solver_from_config(cfg)
     seed_sets = evaluation_seed_sets(
