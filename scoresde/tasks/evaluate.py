@@ -1,7 +1,7 @@
 """``task=evaluate``: sample quality (and bits/dim) of a checkpoint's EMA weights.
 
 ``task.seed_sets`` disjoint sets of ``num_samples`` per-sample seeds are drawn (set ``k``, sample ``i``:
-seed ``seed * 1_000_000 + k * num_samples + i``; set 0 is exactly what ``task=sample`` draws), so every
+seed ``seed * SEED_STRIDE + k * num_samples + i``; set 0 is exactly what ``task=sample`` draws), so every
 sample is reproducible on its own and the result does not depend on batching or the number of processes.
 
 * Image data: the samples are quantized exactly like the data (``uint8`` in ``[0, levels)``) before any
@@ -71,7 +71,7 @@ EVALUATE_RULES = (
 
 
 def evaluation_seed_sets(num_sets: int, num_samples: int, seed: int, explicit: Any = None) -> list[list[int]]:
-    """``num_sets`` disjoint seed lists of ``num_samples`` (``seed * 1_000_000 + k * num_samples + i``), or
+    """``num_sets`` disjoint seed lists of ``num_samples`` (``seed * SEED_STRIDE + k * num_samples + i``), or
     the one explicit list."""
     if explicit is not None:
         return [per_item_seeds(explicit, None, seed)]

@@ -123,7 +123,10 @@ def given_model_settings(cfg: DictConfig, ckpt: dict[str, Any]) -> dict[str, Any
         for prefix, name in blocks.items():
             if key == prefix:
                 if name == "net":
-                    out[name] = adapt_network_config(plain(cfg.model), tuple(hp.get("data_shape") or ()))
+                    try:
+                        out[name] = adapt_network_config(plain(cfg.model), tuple(hp.get("data_shape") or ()))
+                    except ValueError:  # a network that cannot even take the checkpoint's data: differs
+                        out[name] = plain(cfg.model)
                 else:
                     out[name] = plain(OmegaConf.select(cfg, prefix))
             elif key.startswith(prefix + "."):
