@@ -135,6 +135,8 @@ def test_unknown_option_lists_the_valid_ones(group):
     ("override", "message"),
     [
         ("trainer.max_steps=0", r"trainer\.max_steps=0: the number of training steps must be >= 1"),
+        ("trainer.gradient_clip_val=-1", r"trainer\.gradient_clip_val=-1: must be >= 0"),
+        ("trainer.val_check_interval=0", r"trainer\.val_check_interval=0: must be > 0"),
         ("solver.steps=0", r"solver: steps must be >= 1"),
         ("validation.solver.steps=0", r"validation\.solver: steps must be >= 1"),
         ("num_samples=0", r"num_samples=0: must be >= 1"),

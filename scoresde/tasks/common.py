@@ -84,10 +84,13 @@ def _int(value: Any) -> int:
 #: a rule for :func:`check_keys`: ``(key, ok(value) -> bool, what is required[, None allowed])``
 Rule = tuple
 
-#: the app's own keys (no object takes them)
+#: the app's own keys (no object takes them), and the Lightning Trainer arguments that its constructor does
+#: not check (a negative clipping norm would flip the gradients, a zero interval fails mid-training)
 APP_RULES: tuple[Rule, ...] = (
     ("seed", lambda v: _int(v) >= 0, "the seed must be an integer >= 0"),
     ("trainer.max_steps", lambda v: _int(v) >= 1, "the number of training steps must be >= 1"),
+    ("trainer.gradient_clip_val", lambda v: float(v) >= 0, "must be >= 0 (0 or null: no clipping)", True),
+    ("trainer.val_check_interval", lambda v: float(v) > 0, "must be > 0", True),
     ("num_samples", lambda v: _int(v) >= 1, "must be >= 1"),
     ("sample_batch_size", lambda v: _int(v) >= 1, "must be >= 1"),
     ("threads", lambda v: _int(v) >= 1, "must be >= 1 (null: automatic)", True),
