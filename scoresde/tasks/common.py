@@ -102,11 +102,29 @@ def validate_config(cfg: DictConfig) -> None:
         need("task.memorization_percentile", lambda v: 0 < float(v) < 100, "must lie in (0, 100)")
         need("task.reference_split", lambda v: v in ("train", "val", "test"), "must be train, val or test")
         need("task.batch_size", lambda v: int(v) >= 1, "must be >= 1")
+    _check_global_batch(cfg, problems)
     seeds = _get(cfg, "sample_seeds")
     if seeds is not None and (not OmegaConf.is_list(seeds) or len(seeds) == 0):
         problems.append(f"sample_seeds={seeds!r}: must be a non-empty list of integers, e.g. [3, 17]")
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def _check_global_batch(cfg: DictConfig, problems: list[str]) -> None:
+    """``data.batch_size`` (and ``data.eval_batch_size``) are global: under DDP they must divide evenly."""
+    from scoresde.data.base import per_process_batch_size
+
+    try:
+        world = local_processes(cfg) * int(_get(cfg, "trainer.num_nodes", 1) or 1)
+    except (TypeError, ValueError):
+        return  # an invalid trainer.devices / num_nodes is reported on its own
+    for key in ("data.batch_size", "data.eval_batch_size"):
+        value = _get(cfg, key)
+        if isinstance(value, int) and value >= 1:
+            try:
+                per_process_batch_size(value, world, key)
+            except ValueError as err:
+                problems.append(str(err))
 
 
 def output_dir(cfg: DictConfig) -> Path:
