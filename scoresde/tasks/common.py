@@ -262,13 +262,20 @@ def build_trainer(
         from pytorch_lightning.strategies import DDPStrategy
 
         kwargs["strategy"] = DDPStrategy(process_group_backend="gloo")
+    plugins: list = [AtomicCheckpointIO()]
+    from lightning_fabric.plugins.environments import SLURMEnvironment
+
+    if SLURMEnvironment.detect():
+        # submitit requeues preempted / timed-out jobs (conf/hydra/launcher/slurm.yaml) and they resume with
+        # ckpt_path=auto: Lightning's own SLURM requeue (SIGUSR1 -> hpc_ckpt_*.ckpt) stays off
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     trainer = pl.Trainer(
         **kwargs,
         default_root_dir=str(run_dir),
         callbacks=callbacks,
         logger=_loggers(cfg, run_dir) or False,
         enable_progress_bar=rate > 0,
-        plugins=[AtomicCheckpointIO()],
+        plugins=plugins,
     )
     return trainer, ema, ckpt
 
