@@ -404,7 +404,7 @@ def test_requeued_job_resumes_from_last_ckpt(slurm_cluster, tmp_path):
     consistent."""
     run = tmp_path / "sweep" / "0"
     last = run / "checkpoints" / "last.ckpt"
-    max_steps, every = 1500, 25
+    max_steps, every = 1000, 20
     proc = _multirun(
         slurm_cluster,
         [*TOY, f"trainer.max_steps={max_steps}", f"checkpoint.every_n_steps={every}", "task.likelihood=false",
