@@ -120,6 +120,20 @@ def test_lightning_slurm_auto_requeue_is_off_under_slurm(tmp_path, monkeypatch):
     assert isinstance(cluster, SLURMEnvironment) and cluster.auto_requeue is False
 
 
+def test_local_rank_picks_the_gpu(monkeypatch):
+    """A process's GPU follows its rank on its node: LOCAL_RANK (Lightning's or torchrun's processes),
+    else SLURM_LOCALID (srun's tasks), else the global rank."""
+    from scoresde.train.distributed import local_rank
+
+    for key in ("LOCAL_RANK", "SLURM_LOCALID"):
+        monkeypatch.delenv(key, raising=False)
+    assert local_rank() == 0
+    monkeypatch.setenv("SLURM_LOCALID", "3")  # e.g. global rank 7 = task 3 of the second 4-GPU node
+    assert local_rank() == 3
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert local_rank() == 1
+
+
 # ------------------------------------------------------------------------------- a real SLURM cluster
 def _missing() -> str | None:
     absent = [name for name in (*DAEMONS, *CLIENTS) if shutil.which(name) is None

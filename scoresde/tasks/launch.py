@@ -11,7 +11,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from scoresde.train import CheckpointError, ScoreModel, load_score_model
-from scoresde.train.distributed import rank_and_world
+from scoresde.train.distributed import local_rank, rank_and_world
 
 from .common import ConfigError, local_processes, output_dir, set_threads, validate_config
 
@@ -45,15 +45,15 @@ def launch_processes(cfg: DictConfig) -> Any:
 
 
 def device_of(cfg: DictConfig) -> torch.device:
-    """The device this process computes on (``cuda:<local rank>`` for GPU presets, else the CPU)."""
+    """The device this process computes on (``cuda:<local rank>`` for GPU presets, else the CPU; the local
+    rank, not the global one, so that every node of a multi-node job uses its own GPUs from 0)."""
     accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="cpu"))
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise ConfigError(
                 f"trainer.accelerator={accelerator} but no CUDA device is available; use trainer=cpu"
             )
-        rank, _ = rank_and_world()
-        return torch.device("cuda", rank % torch.cuda.device_count())
+        return torch.device("cuda", local_rank() % torch.cuda.device_count())
     return torch.device("cpu")
 
 
