@@ -56,6 +56,14 @@ def test_ckpt_path_follows_the_launcher_environment(monkeypatch):
     assert compose_config("ckpt_path=last").ckpt_path == "last"  # the command line wins
 
 
+def test_sampling_needs_a_checkpoint_file_not_auto(monkeypatch):
+    from scoresde.tasks.launch import checkpoint_model
+
+    monkeypatch.setenv("SCORESDE_CKPT_PATH", "auto")  # a task=sample job through hydra/launcher=slurm
+    with pytest.raises(ConfigError, match="task=sample needs a trained model: ckpt_path=/path/to/last.ckpt"):
+        checkpoint_model(compose_config("task=sample"))
+
+
 # ------------------------------------------------------------------------------------------ global batch
 def test_per_process_batch_is_the_global_batch_divided():
     assert per_process_batch_size(128, 1) == 128 and per_process_batch_size(128, 4) == 32

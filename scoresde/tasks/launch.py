@@ -59,7 +59,7 @@ def device_of(cfg: DictConfig) -> torch.device:
 
 def checkpoint_model(cfg: DictConfig) -> ScoreModel:
     """The ScoreModel of ``ckpt_path`` with its EMA weights, in eval mode, on :func:`device_of`."""
-    if cfg.ckpt_path is None:
+    if cfg.ckpt_path is None or str(cfg.ckpt_path) in ("auto", "last"):  # auto/last: training's resume modes
         raise ConfigError(f"task={cfg.task.name} needs a trained model: ckpt_path=/path/to/last.ckpt")
     path = Path(str(cfg.ckpt_path)).expanduser()
     if not path.is_file():
