@@ -47,6 +47,7 @@ __all__ = [
     "default_data_root",
     "derive_seed",
     "make_generator",
+    "per_process_batch_size",
     "random_hflip",
     "resolve_count",
 ]
@@ -89,6 +90,21 @@ def resolve_count(size: int | float, n: int, what: str) -> int:
     if count < 0 or count >= n:
         raise ValueError(f"{what}={size!r} must leave at least one of the {n} examples (0 <= count < {n})")
     return count
+
+
+def per_process_batch_size(global_batch: int, world_size: int, what: str = "data.batch_size") -> int:
+    """The batch of one of ``world_size`` processes when ``global_batch`` examples make one step; a
+    ``ValueError`` naming ``what`` when it does not divide."""
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    if global_batch % world_size:
+        lo = max(world_size, global_batch - global_batch % world_size)
+        raise ValueError(
+            f"{what}={global_batch} is the global batch, split evenly across the {world_size} processes "
+            f"(trainer.devices x trainer.num_nodes): it must be a multiple of {world_size}, e.g. {lo} or "
+            f"{lo + world_size}"
+        )
+    return global_batch // world_size
 
 
 def random_hflip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -178,8 +194,10 @@ class ScoreDataModule(pl.LightningDataModule):
     and :meth:`_batch_transform`.
 
     Args:
-        batch_size: training batch size.
-        eval_batch_size: validation/test batch size (default: ``batch_size``).
+        batch_size: training batch size, GLOBAL: under DDP (a trainer with ``world_size`` W > 1 attached) each
+            process draws ``batch_size / W`` examples per step, so one optimizer step sees ``batch_size``
+            examples whatever the number of processes (see :func:`per_process_batch_size`).
+        eval_batch_size: validation/test batch size, global like ``batch_size`` (default: ``batch_size``).
         num_workers: DataLoader worker processes (0: load in the main process).
         seed: seeds the training order, the augmentation and the dequantization noise.
         data_seed: seeds data generation/splitting that must not change with ``seed`` (the
@@ -281,11 +299,21 @@ class ScoreDataModule(pl.LightningDataModule):
         return len(self._split(split)[0])
 
     # ----------------------------------------------------------------------------- loaders
+    @property
+    def world_size(self) -> int:
+        """Number of processes sharing each batch: the attached trainer's ``world_size`` (1 without one)."""
+        trainer = getattr(self, "trainer", None)
+        return int(trainer.world_size) if trainer is not None else 1
+
     def _loader(self, split: str, train: bool) -> DataLoader:
         data = self._loader_data(split)
         if len(data) == 0:
             raise ValueError(f"{self.name}: the {split!r} split is empty")
-        batch_size = self.batch_size if train else self.eval_batch_size
+        batch_size = per_process_batch_size(
+            self.batch_size if train else self.eval_batch_size,
+            self.world_size,
+            "data.batch_size" if train else "data.eval_batch_size",
+        )
         sampler = EpochBatchSampler(
             len(data),
             batch_size,

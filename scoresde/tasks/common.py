@@ -136,6 +136,7 @@ def validate_config(cfg: DictConfig) -> None:
             + (" (data.root: the directory of the data set)" if "data.root" in missing else "")
         )
     check_keys(cfg, APP_RULES)
+    check_global_batch(cfg)
     with config_errors("likelihood"):
         LikelihoodSettings.from_config(cfg.likelihood)
     sde_from_config(cfg)
@@ -145,6 +146,23 @@ def validate_config(cfg: DictConfig) -> None:
         solver_from_config(cfg, "validation.solver")
     with config_errors("data"):
         instantiate(cfg.data)
+
+
+def check_global_batch(cfg: DictConfig) -> None:
+    """``data.batch_size`` (and ``data.eval_batch_size``) are global: under DDP they must divide evenly."""
+    from scoresde.data.base import per_process_batch_size
+
+    try:
+        world = local_processes(cfg) * int(_get(cfg, "trainer.num_nodes", 1) or 1)
+    except (TypeError, ValueError):
+        return  # an invalid trainer.devices / num_nodes is reported on its own
+    for key in ("data.batch_size", "data.eval_batch_size"):
+        value = _get(cfg, key)
+        if isinstance(value, int) and value >= 1:
+            try:
+                per_process_batch_size(value, world, key)
+            except ValueError as err:
+                raise ConfigError(f"invalid configuration:\n  {err}") from None
 
 
 def output_dir(cfg: DictConfig) -> Path:
@@ -281,13 +299,20 @@ def build_trainer(
         from pytorch_lightning.strategies import DDPStrategy
 
         kwargs["strategy"] = DDPStrategy(process_group_backend="gloo")
+    plugins: list = [AtomicCheckpointIO()]
+    from lightning_fabric.plugins.environments import SLURMEnvironment
+
+    if SLURMEnvironment.detect():
+        # submitit requeues preempted / timed-out jobs (conf/hydra/launcher/slurm.yaml) and they resume with
+        # ckpt_path=auto: Lightning's own SLURM requeue (SIGUSR1 -> hpc_ckpt_*.ckpt) stays off
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     trainer = pl.Trainer(
         **kwargs,
         default_root_dir=str(run_dir),
         callbacks=callbacks,
         logger=_loggers(cfg, run_dir) or False,
         enable_progress_bar=rate > 0,
-        plugins=[AtomicCheckpointIO()],
+        plugins=plugins,
     )
     return trainer, ema, ckpt
 

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from scoresde.train import CheckpointError, ScoreModel, load_score_model
 from scoresde.train.build import adapt_network_config, instantiate, plain
 from scoresde.train.checkpoint import MODEL_KEYS, check_same_config, load_checkpoint
-from scoresde.train.distributed import rank_and_world
+from scoresde.train.distributed import local_rank, rank_and_world
 
 from .common import (
     ConfigError,
@@ -69,15 +69,15 @@ def launch_processes(cfg: DictConfig) -> Any:
 
 
 def device_of(cfg: DictConfig) -> torch.device:
-    """The device this process computes on (``cuda:<local rank>`` for GPU presets, else the CPU)."""
+    """The device this process computes on (``cuda:<local rank>`` for GPU presets, else the CPU; the local
+    rank, not the global one, so that every node of a multi-node job uses its own GPUs from 0)."""
     accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="cpu"))
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise ConfigError(
                 f"trainer.accelerator={accelerator} but no CUDA device is available; use trainer=cpu"
             )
-        rank, _ = rank_and_world()
-        return torch.device("cuda", rank % torch.cuda.device_count())
+        return torch.device("cuda", local_rank() % torch.cuda.device_count())
     return torch.device("cpu")
 
 
@@ -85,7 +85,7 @@ def checkpoint_model(cfg: DictConfig) -> ScoreModel:
     """The ScoreModel of ``ckpt_path`` with its EMA weights, in eval mode, on :func:`device_of`; a
     :class:`CheckpointError` listing the differences when a model setting given on the command line
     (:func:`given_model_settings`) differs from the checkpoint's."""
-    if cfg.ckpt_path is None:
+    if cfg.ckpt_path is None or str(cfg.ckpt_path) == "auto":  # auto: training's resume mode
         raise ConfigError(f"task={cfg.task.name} needs a trained model: ckpt_path=/path/to/last.ckpt")
     path = Path(str(cfg.ckpt_path)).expanduser()
     if str(cfg.ckpt_path) == "last" and not path.is_file():

@@ -1,4 +1,4 @@
-"""Checkpoints: atomic writes, ``last.ckpt`` every N steps, resolving ``ckpt_path=last``, loading with
+"""Checkpoints: atomic writes, ``last.ckpt`` every N steps, resolving ``ckpt_path=last|auto``, loading with
 clear errors.
 
 A checkpoint is Lightning's: ``state_dict`` holds the EMA (averaged) weights -- the inference weights --
@@ -92,10 +92,14 @@ class LastCheckpoint(ModelCheckpoint):
 
 
 def resolve_ckpt_path(ckpt_path: str | None, ckpt_dir: str | Path) -> str | None:
-    """``None`` -> ``None``; ``"last"`` -> ``<ckpt_dir>/last.ckpt`` (must exist); a path -> that path
-    (must exist)."""
+    """``None`` -> ``None``; ``"last"`` -> ``<ckpt_dir>/last.ckpt`` (must exist); ``"auto"`` ->
+    ``<ckpt_dir>/last.ckpt`` if it exists, else ``None`` (a fresh start: what a requeued or resubmitted
+    cluster job needs); a path -> that path (must exist)."""
     if ckpt_path is None or str(ckpt_path) in ("", "null", "None"):
         return None
+    if str(ckpt_path) == "auto":
+        path = Path(ckpt_dir) / "last.ckpt"
+        return str(path) if path.is_file() else None
     if str(ckpt_path) == "last":
         path = Path(ckpt_dir) / "last.ckpt"
         if not path.is_file():

@@ -9,6 +9,7 @@ the others blocked in the collective).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ __all__ = [
     "gather_objects",
     "gather_shards",
     "is_global_zero",
+    "local_rank",
     "map_sharded",
     "rank_and_world",
     "shard",
@@ -38,6 +40,17 @@ def rank_and_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def local_rank() -> int:
+    """This process's rank on its node, which picks its GPU: ``LOCAL_RANK`` (set by Lightning or torchrun
+    for the processes they start), else ``SLURM_LOCALID`` (a task that SLURM started), else the global
+    rank (one node)."""
+    for key in ("LOCAL_RANK", "SLURM_LOCALID"):
+        value = os.environ.get(key, "")
+        if value.isdigit():
+            return int(value)
+    return rank_and_world()[0]
 
 
 def is_global_zero() -> bool:
