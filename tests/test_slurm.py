@@ -95,9 +95,9 @@ def test_data_loaders_draw_the_per_process_batch_under_a_ddp_trainer():
 
 
 def compose_and_build_toy(*overrides: str):
-    from scoresde.tasks.common import build_datamodule
+    from scoresde.tasks.common import datamodule_from_config
 
-    return build_datamodule(compose_config(*TOY_BASE, *overrides))
+    return datamodule_from_config(compose_config(*TOY_BASE, *overrides))
 
 
 # ------------------------------------------------------------------------------------- launcher config
@@ -370,12 +370,12 @@ def test_ddp_sampling_under_slurm_equals_one_process(slurm_cluster, ddp_job, tmp
     logs = "".join(f.read_text() for f in (tmp_path / "sweep" / ".submitit").rglob("*_log.out"))
     assert "process 1 of 2 started" in logs  # two SLURM tasks joined one process group
     # one process, here, with the same checkpoint, solver and seeds
-    from scoresde.tasks.common import build_solver
+    from scoresde.tasks.common import solver_from_config
     from scoresde.tasks.sample import generate
     from scoresde.train import load_score_model
 
     cfg = compose_config(*TOY)
-    single, _ = generate(load_score_model(ckpt), build_solver(cfg), list(range(7)), batch_size=4)
+    single, _ = generate(load_score_model(ckpt), solver_from_config(cfg), list(range(7)), batch_size=4)
     torch.testing.assert_close(under_slurm["samples"], single, rtol=1e-5, atol=1e-5)
 
 
