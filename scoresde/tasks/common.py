@@ -86,6 +86,8 @@ def validate_config(cfg: DictConfig) -> None:
     need("validation.num_samples", lambda v: int(v) >= 1, "must be >= 1")
     need("validation.sample_every", lambda v: int(v) >= 1, "must be >= 1")
     need("validation.bpd_examples", lambda v: int(v) >= 0, "must be >= 0")
+    need("validation.bound_samples", lambda v: int(v) >= 0, "must be >= 0 (0: off)", allow_none=True)
+    need("likelihood.bound_samples", lambda v: int(v) >= 1, "must be >= 1", allow_none=True)
     need("threads", lambda v: int(v) >= 1, "must be >= 1 (null: automatic)", allow_none=True)
     need(
         "logger",
@@ -191,6 +193,7 @@ def build_score_model(cfg: DictConfig, info: dict[str, Any]) -> ScoreModel:
         val_sample_every=val["sample_every"],
         val_bpd_examples=val["bpd_examples"],
         val_bpd_rtol=val["bpd_rtol"],
+        val_bound_samples=val.get("bound_samples", 0),
     )
 
 
