@@ -153,3 +153,4 @@ def test_likelihood_presets_and_the_app_report_the_bound(tmp_path):
     assert math.isfinite(metrics["likelihood"]["bpd"])
     header = (tmp_path / "logs" / "metrics.csv").read_text().splitlines()[0]
     assert "val/bound_bpd" in header
+    assert math.isfinite(metrics["val_bound_bpd"])

@@ -132,6 +132,7 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
         "train_loss": _metric(trainer, "train/loss"),
         "val_loss": _metric(trainer, "val/loss"),
         "val_bpd": _metric(trainer, "val/bpd"),
+        "val_bound_bpd": _metric(trainer, "val/bound_bpd"),
         "checkpoint": ckpt_cb.last_model_path,
         "weights_ema": str(weights),
         "num_parameters": sum(p.numel() for p in model.net.parameters()),
