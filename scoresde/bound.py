@@ -1,4 +1,5 @@
-"""The variational bound on the negative log-likelihood (Song, Durkan, Murray & Ermon 2021, Theorem 1).
+"""The variational bound on the negative log-likelihood (Song, Durkan, Murray & Ermon 2021: Theorem 1, in the
+per-datapoint denoising form the paper derives from it).
 
 For a data point ``x`` (time 0), the forward SDE run from ``x`` and the model's reverse SDE started from the
 prior ``pi`` with the score ``s_theta``, the KL chain rule between the two path measures on ``[eps, T]`` and
