@@ -11,12 +11,19 @@ score of the perturbation kernel is ``-z / s(t)``. The per-example loss is
 
 reduced over the data dimensions by ``"mean"`` or ``"sum"`` (``0.5 * sum``, as the paper's code for
 its VE models), then averaged over the batch.
+
+Times: ``t ~ U(eps, T)`` (``"uniform"``), one per stratum of ``[eps, T]`` (``"stratified"``), or, for the
+likelihood weighting, drawn from ``q(t) ~ g(t)^2 / s(t)^2`` (``"importance"``, ``"stratified_importance"``;
+Song, Durkan, Murray & Ermon 2021) with each term multiplied by ``1 / ((T - eps) q(t))``, so the batch
+mean stays an unbiased estimate of the same uniform-time objective with a much smaller variance
+(:mod:`scoresde.importance`).
 """
 
 from __future__ import annotations
 
 import torch
 
+from .importance import likelihood_importance
 from .score import ScoreFn
 from .sde import SDE, expand_to
 
@@ -24,7 +31,7 @@ __all__ = ["DSMLoss", "NonFiniteLossError", "sample_time", "dsm_loss"]
 
 WEIGHTINGS = ("sigma2", "likelihood")
 REDUCTIONS = ("mean", "sum")
-TIME_SAMPLINGS = ("uniform", "stratified")
+TIME_SAMPLINGS = ("uniform", "stratified", "importance", "stratified_importance")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -33,18 +40,25 @@ class NonFiniteLossError(FloatingPointError):
 
 def sample_time(batch: int, eps: float, T: float = 1.0, sampling: str = "uniform",
                 generator: torch.Generator | None = None, device=None,
-                dtype: torch.dtype | None = None) -> torch.Tensor:
+                dtype: torch.dtype | None = None, sde: SDE | None = None) -> torch.Tensor:
     """Training times in ``[eps, T]``, shape ``(batch,)``.
 
     ``"uniform"``: i.i.d. ``U(eps, T)``. ``"stratified"``: one time per batch slot,
     ``t_i = eps + (T - eps) (i + u_i) / B`` with independent ``u_i ~ U[0, 1)`` -- each stratum of
     ``[eps, T]`` is hit exactly once, which lowers the variance of the batch-mean loss.
+    ``"importance"`` / ``"stratified_importance"``: ``t_i = F^-1(u_i)`` with ``F`` the CDF of
+    ``q(t) ~ g(t)^2 / s(t)^2`` of ``sde`` (required), ``u_i`` i.i.d. or stratified as above (one time per
+    stratum of probability ``1 / B`` under ``q``).
     """
     if sampling not in TIME_SAMPLINGS:
         raise ValueError(f"unknown time sampling {sampling!r}; valid: {', '.join(TIME_SAMPLINGS)}")
     u = torch.rand(batch, generator=generator, device=device, dtype=dtype)
-    if sampling == "stratified":
+    if sampling.startswith("stratified"):
         u = (torch.arange(batch, device=u.device, dtype=u.dtype) + u) / batch
+    if sampling.endswith("importance"):
+        if sde is None:
+            raise ValueError(f"time sampling {sampling!r} needs the SDE (sde=...)")
+        return likelihood_importance(sde, eps).icdf(u)
     return eps + (T - eps) * u
 
 
@@ -55,7 +69,8 @@ class DSMLoss:
         eps: smallest training time (``1e-5`` as the paper).
         weighting: ``"sigma2"`` or ``"likelihood"`` (see the module docstring).
         reduce: ``"mean"`` or ``"sum"`` over data dimensions.
-        time_sampling: ``"uniform"`` or ``"stratified"`` (see :func:`sample_time`).
+        time_sampling: ``"uniform"``, ``"stratified"``, ``"importance"`` or ``"stratified_importance"``
+            (see :func:`sample_time`); the importance samplings need ``weighting="likelihood"``.
         check_finite: raise :class:`NonFiniteLossError` naming the step and the offending times when a
             per-example loss is NaN or inf.
     """
@@ -70,6 +85,11 @@ class DSMLoss:
             raise ValueError(f"unknown time_sampling {time_sampling!r}; valid: {', '.join(TIME_SAMPLINGS)}")
         if not 0.0 < eps < 1.0:
             raise ValueError(f"eps must lie in (0, 1), got {eps}")
+        if time_sampling.endswith("importance") and weighting != "likelihood":
+            raise ValueError(
+                f"time_sampling={time_sampling!r} draws t proportional to g(t)^2 / s(t)^2, the likelihood "
+                f"weighting's own factor; use it with weighting='likelihood' (got {weighting!r})"
+            )
         self.eps = eps
         self.weighting = weighting
         self.reduce = reduce
@@ -91,14 +111,21 @@ class DSMLoss:
         per = sq.mean(dim=1) if self.reduce == "mean" else 0.5 * sq.sum(dim=1)
         return per if weight is None else per * weight
 
+    def time_weight(self, sde: SDE, t: torch.Tensor) -> torch.Tensor | float:
+        """The factor of each term at times ``t`` drawn by :attr:`time_sampling`: ``1`` for uniform times,
+        ``1 / ((T - eps) q(t))`` for importance-sampled ones (unbiased for the uniform-time objective)."""
+        if self.time_sampling.endswith("importance"):
+            return likelihood_importance(sde, self.eps).weight(t)
+        return 1.0
+
     def __call__(self, score_fn: ScoreFn, sde: SDE, x0: torch.Tensor, *,
                  generator: torch.Generator | None = None, step: int | None = None) -> torch.Tensor:
         """Batch-mean DSM loss of ``x0`` (shape ``(B, ...)``); ``step`` only labels error messages."""
         if x0.dim() < 2:
             raise ValueError(f"x0 must have shape (B, ...) with a batch dimension, got {tuple(x0.shape)}")
-        t = sample_time(x0.shape[0], self.eps, sde.T, self.time_sampling, generator, x0.device, x0.dtype)
+        t = sample_time(x0.shape[0], self.eps, sde.T, self.time_sampling, generator, x0.device, x0.dtype, sde)
         z = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        per = self.per_example(score_fn, sde, x0, t, z)
+        per = self.per_example(score_fn, sde, x0, t, z) * self.time_weight(sde, t)
         if self.check_finite and not torch.isfinite(per).all():
             bad = (~torch.isfinite(per)).nonzero().flatten()
             where = f" at step {step}" if step is not None else ""

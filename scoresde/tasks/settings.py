@@ -16,7 +16,8 @@ __all__ = ["LikelihoodSettings"]
 class LikelihoodSettings:
     """The ``likelihood`` config block, checked on construction (so a typo fails before training, not
     after it). ``estimator``, ``method``, ``rtol``, ``atol``, ``eps`` and ``per_example`` go to
-    :func:`scoresde.likelihood.log_likelihood`; ``seeds`` are explicit per-example seeds."""
+    :func:`scoresde.likelihood.log_likelihood`; ``seeds`` are explicit per-example seeds; ``bound``: also
+    the variational bound (:mod:`scoresde.bound`) with ``bound_samples`` time samples per example."""
 
     split: str = "test"
     num_examples: int | None = None
@@ -28,6 +29,8 @@ class LikelihoodSettings:
     eps: float = 1e-5
     seeds: list[int] | None = None
     per_example: bool = False
+    bound: bool = False
+    bound_samples: int = 100
 
     def __post_init__(self) -> None:
         from scipy.integrate import solve_ivp
@@ -53,6 +56,8 @@ class LikelihoodSettings:
         for key in ("rtol", "atol", "eps"):
             if not float(getattr(self, key)) > 0:
                 problems.append(f"{key} must be > 0, got {getattr(self, key)}")
+        if int(self.bound_samples) < 1:
+            problems.append(f"bound_samples must be >= 1, got {self.bound_samples}")
         if self.seeds is not None and (not isinstance(self.seeds, list | tuple) or len(self.seeds) == 0):
             problems.append(f"seeds must be a non-empty list of integers, got {self.seeds!r}")
         if problems:

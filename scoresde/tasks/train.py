@@ -272,6 +272,7 @@ def training_report(run: TrainingRun, train_seconds: float) -> dict[str, Any]:
         "train_loss": _metric(trainer, "train/loss"),
         "val_loss": _metric(trainer, "val/loss"),
         "val_bpd": _metric(trainer, "val/bpd"),
+        "val_bound_bpd": _metric(trainer, "val/bound_bpd"),
         "checkpoint": run.checkpoint.last_model_path,
         "num_parameters": sum(p.numel() for p in run.model.net.parameters()),
         "data": plain(run.info),

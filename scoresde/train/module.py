@@ -55,6 +55,7 @@ VALIDATION_DEFAULTS: dict[str, Any] = {
     "bpd_examples": 0,
     "bpd_rtol": 1e-3,
     "solver": None,
+    "bound_samples": 0,
 }
 
 
@@ -81,7 +82,10 @@ class ScoreModel(pl.LightningModule):
         validation: the validation pass (keys of :data:`VALIDATION_DEFAULTS`): ``num_samples`` images in
             the sample grid, drawn at every ``sample_every``-th validation with the sampler config
             ``solver`` (``None``: no grid); bits/dim (nats/dim for continuous data) of ``bpd_examples``
-            examples of the first validation batch with the probability-flow ODE at ``bpd_rtol`` (0: none).
+            examples of the first validation batch with the probability-flow ODE at ``bpd_rtol`` (0: none);
+            ``bound_samples`` time samples per example of the variational bound on every validation batch
+            (:func:`scoresde.bound.variational_bound`, logged as ``val/bound_bpd``, or
+            ``val/bound_nll_per_dim`` for continuous data: that many network calls, no ODE; 0: off).
         sample_dir: where the validation grids go (default: ``<trainer.default_root_dir>/samples``).
     """
 
@@ -247,6 +251,8 @@ class ScoreModel(pl.LightningModule):
         x = self._batch_tensor(batch)
         loss = self.loss_fn(self.score_fn, self.sde, x, generator=self._generator(batch_idx, 1))
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=x.shape[0])
+        if self.hparams.validation["bound_samples"] > 0:
+            self._validation_bound(x, batch_idx)
         if batch_idx == 0 and not self.trainer.sanity_checking:
             val = self.hparams.validation
             if val["bpd_examples"] > 0:
@@ -275,6 +281,19 @@ class ScoreModel(pl.LightningModule):
         else:
             bpd = bits_per_dim_from_logp(logp, dims, self.hparams.levels, tuple(self.hparams.data_range))
             self.log("val/bpd", bpd.mean(), prog_bar=True, sync_dist=True, batch_size=x.shape[0])
+
+    def _validation_bound(self, x: torch.Tensor, batch_idx: int) -> None:
+        from scoresde.bound import variational_bound
+
+        eps = float(self.hparams.loss.get("eps", 1e-5))
+        res = variational_bound(self.score_fn, self.sde, x, eps=eps, generator=self._generator(batch_idx, 3),
+                                time_samples=self.hparams.validation["bound_samples"])
+        dims = x[0].numel()
+        if self.hparams.levels is None:
+            self.log("val/bound_nll_per_dim", (res.nll / dims).mean(), sync_dist=True, batch_size=x.shape[0])
+        else:
+            bpd = bits_per_dim_from_logp(-res.nll, dims, self.hparams.levels, tuple(self.hparams.data_range))
+            self.log("val/bound_bpd", bpd.mean(), prog_bar=True, sync_dist=True, batch_size=x.shape[0])
 
     def _validation_samples(self) -> None:
         from .images import save_samples_png
