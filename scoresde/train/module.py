@@ -289,7 +289,7 @@ class ScoreModel(pl.LightningModule):
         res = variational_bound(self.score_fn, self.sde, x, eps=eps, generator=self._generator(batch_idx, 3),
                                 time_samples=self.hparams.validation["bound_samples"])
         dims = x[0].numel()
-        if self.hparams.levels is None:
+        if not self.is_discrete:
             self.log("val/bound_nll_per_dim", (res.nll / dims).mean(), sync_dist=True, batch_size=x.shape[0])
         else:
             bpd = bits_per_dim_from_logp(-res.nll, dims, self.hparams.levels, tuple(self.hparams.data_range))
