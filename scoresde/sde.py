@@ -22,7 +22,7 @@ import math
 
 import torch
 
-__all__ = ["SDE", "SubVPSDE", "VESDE", "VPSDE", "SDES", "build_sde", "expand_to"]
+__all__ = ["SDE", "SubVPSDE", "VESDE", "VPSDE", "expand_to"]
 
 
 def expand_to(v, x: torch.Tensor):
@@ -331,15 +331,3 @@ class VESDE(SDE):
     def _config(self) -> dict:
         return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "noise_label": self.label}
 
-
-#: name -> class, as used by the configs (``sde=vp|subvp|ve``)
-SDES: dict[str, type[SDE]] = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}
-
-
-def build_sde(name: str, **kwargs) -> SDE:
-    """Build an SDE by its config name; an unknown name raises an error listing the valid ones."""
-    try:
-        cls = SDES[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown SDE {name!r}; valid: {', '.join(sorted(SDES))}") from None
-    return cls(**kwargs)

@@ -1,11 +1,14 @@
 """The SDEs: coefficients, kernels, prior, discretisations, shapes and errors."""
 
 import math
+import pathlib
 
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
-from scoresde import SDES, VESDE, VPSDE, SubVPSDE, build_sde
+from scoresde import VESDE, VPSDE, SubVPSDE
 
 ALL = [VPSDE(), SubVPSDE(), VESDE()]
 IDS = ["vp", "subvp", "ve"]
@@ -140,10 +143,6 @@ def test_noise_labels():
 
 
 def test_bad_input_gives_clear_errors():
-    with pytest.raises(ValueError, match="valid: subvp, ve, vp"):
-        build_sde("vpp")
-    assert isinstance(build_sde("VE", sigma_max=10.0), VESDE)
-    assert set(SDES) == {"vp", "subvp", "ve"}
     with pytest.raises(ValueError, match="beta_min < beta_max"):
         VPSDE(beta_min=5.0, beta_max=1.0)
     with pytest.raises(ValueError, match="sigma_min < sigma_max"):
@@ -152,3 +151,11 @@ def test_bad_input_gives_clear_errors():
         VESDE(noise_label="t")
     with pytest.raises(ValueError, match="3 entries but the data batch has 4"):
         VPSDE().marginal(torch.randn(4, 2), torch.rand(3))
+
+
+@pytest.mark.parametrize("name,cls", [("vp", VPSDE), ("subvp", SubVPSDE), ("ve", VESDE)])
+def test_the_sde_configs_build_their_class(name, cls):
+    """One way to build an SDE: its class, directly or through the ``_target_`` of conf/sde/<name>.yaml."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    sde = instantiate(OmegaConf.load(root / "conf" / "sde" / f"{name}.yaml"))
+    assert type(sde) is cls and repr(sde) == repr(cls())

@@ -13,7 +13,6 @@ from scoresde.solvers import (
     PredictorCorrector,
     ProbabilityFlowODE,
     SamplingError,
-    build_solver,
     tweedie_denoise,
 )
 from scoresde.solvers.base import CountingScore
@@ -225,9 +224,6 @@ def test_bad_arguments_name_the_valid_choices():
         EulerMaruyama(method="rk4")
     with pytest.raises(ValueError, match="valid: RK23, RK45, DOP853, Radau, BDF, LSODA"):
         ProbabilityFlowODE(method="euler")
-    with pytest.raises(ValueError, match="valid: em, pc, ode"):
-        build_solver("ddim")
-    assert isinstance(build_solver("pc", steps=3), PredictorCorrector)
     sde, gm = VPSDE(), mixture(2)
     with pytest.raises(ValueError, match="x_T has shape"):
         EulerMaruyama(steps=5).sample(gm.score_fn(sde), sde, (4, 2), x_T=torch.zeros(3, 2))
