@@ -350,3 +350,21 @@ def test_the_fresh_brownian_source_fits_the_installed_torchsde():
     assert Version(lo) <= Version(torchsde.__version__) < Version(hi), torchsde.__version__
     assert not getattr(FreshBrownian, "__abstractmethods__", set())
     assert set(BaseBrownian.__abstractmethods__) <= set(vars(FreshBrownian))
+
+
+def test_finiteness_check_every_k_calls_names_the_step_it_ran_at():
+    calls = []
+
+    def nan_from_the_second_call(x, t):
+        calls.append(1)
+        return x * torch.nan if len(calls) >= 2 else x
+
+    counter = CountingScore(nan_from_the_second_call, check_every=4)
+    t = torch.full((3,), 0.25)
+    for step in range(3):
+        counter.step = step
+        counter(torch.ones(3, 2), t)  # calls 1-3: not checked
+    counter.step = 3
+    with pytest.raises(SamplingError, match=r"NaN/inf at step 3, t = 0\.25"):
+        counter(torch.ones(3, 2), t)
+    assert counter.nfe == 4

@@ -84,9 +84,9 @@ class CountingScore:
             )
         return s
 
-    def check(self, state: torch.Tensor) -> None:
-        """Raise :class:`SamplingError` if ``state`` is not finite."""
-        if self.check_finite and not bool(torch.isfinite(state).all()):
+    def check(self, state: torch.Tensor | None = None) -> None:
+        """Raise :class:`SamplingError` if ``state`` is not finite (the scores are checked as they come)."""
+        if self.check_finite and state is not None and not bool(torch.isfinite(state).all()):
             raise SamplingError("the state became NaN/inf while the score stayed finite (found at the end of "
                                 "sampling). Try more steps, a smaller snr, or check the model.")
 
