@@ -154,6 +154,12 @@ class SDE(abc.ABC):
         """Exact forward transition from ``s = t - dt`` to ``t``: ``x_t = r x_s + q z`` with
         ``r = m(t)/m(s)`` and ``q^2 = s(t)^2 - r^2 s(s)^2``. Returns ``(r, q)``, each like ``t``.
 
+        It is the forward discretisation ``x_t = x_s + f + G z`` of the reverse-diffusion predictor
+        (Song et al. eq. 46-47) with ``f = (r - 1) x_s`` and ``G = q``: for VP DDPM's ``sqrt(1 - beta_i)``
+        and ``sqrt(beta_i)`` (``1 - beta_i = m(t)^2 / m(s)^2``), for VE SMLD's
+        ``sqrt(sigma_i^2 - sigma_{i-1}^2)``, and an exact transition for sub-VP too (the reference code
+        falls back to Euler there).
+
         Computed in float64 (the difference of nearby variances cancels in float32)."""
         t = _as_time(t)
         t64 = t.double()
@@ -162,19 +168,6 @@ class SDE(abc.ABC):
         r = torch.exp(log_r)
         q2 = self.std(t64) ** 2 - r**2 * self.std(s64) ** 2
         return r.to(t.dtype), q2.clamp_min(0.0).sqrt().to(t.dtype)
-
-    def discretize(
-        self, x: torch.Tensor, t: torch.Tensor, dt
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward discretisation ``x_t = x_{t-dt} + f_d + G_d z`` used by the reverse-diffusion
-        predictor (Song et al. eq. 46-47): the exact Gaussian transition, ``f_d = (r - 1) x`` and
-        ``G_d = q`` (shape ``(B,)``). For VP this is DDPM's ``sqrt(1 - beta_i) x`` / ``sqrt(beta_i)``
-        with ``1 - beta_i = m(t)^2 / m(t - dt)^2``; for VE it is SMLD's ``sqrt(sigma_i^2 - sigma_{i-1}^2)``;
-        sub-VP gets its own exact transition instead of the reference's Euler fallback."""
-        t = _as_time(t)
-        _check_batch(x, t)
-        r, q = self.transition(t, dt)
-        return (expand_to(r, x) - 1.0) * x, q
 
     def langevin_alpha(self, t: torch.Tensor, dt) -> torch.Tensor:
         """Signal scale ``alpha_i`` of the Langevin corrector (Song et al. Algorithm 5): the per-step

@@ -22,6 +22,7 @@ from scoresde.solvers import (
     tweedie_denoise,
 )
 from scoresde.solvers.base import CountingScore
+from scoresde.solvers.pc import Step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -368,3 +369,19 @@ def test_finiteness_check_every_k_calls_names_the_step_it_ran_at():
     with pytest.raises(SamplingError, match=r"NaN/inf at step 3, t = 0\.25"):
         counter(torch.ones(3, 2), t)
     assert counter.nfe == 4
+
+
+@pytest.mark.parametrize("sde_name", list(SDES))
+def test_pc_step_grid_matches_the_sde_coefficients(sde_name):
+    """The predictor-corrector's per-step coefficients, computed for the whole grid at once, equal
+    the SDE's own at each step."""
+    sde = SDES[sde_name]
+    grid = Step.grid(sde, 7, sde.sampling_eps)
+    assert len(grid) == 7 and grid[0].t == sde.T
+    assert grid[-1].t - grid[-1].dt == pytest.approx(sde.sampling_eps, abs=1e-15)
+    for step in grid:
+        r, q = sde.transition(step.t, step.dt)
+        assert (step.r, step.q) == pytest.approx((float(r), float(q)), rel=1e-12)
+        assert step.alpha == pytest.approx(float(sde.langevin_alpha(step.t, step.dt)), rel=1e-12)
+        assert step.std == pytest.approx(float(sde.std(step.t)), rel=1e-12)
+        assert step.std_next == pytest.approx(float(sde.std(step.t - step.dt)), rel=1e-12, abs=1e-15)

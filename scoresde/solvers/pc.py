@@ -3,16 +3,22 @@
 On the grid ``T = t_0 > t_1 > ... > t_N = eps`` each step corrects the samples at ``t_i`` with
 ``corrector_steps`` Langevin-type moves towards ``p_{t_i}``, then predicts ``t_{i+1}`` with one
 reverse-time step. Every predictor and corrector is one short function of the same signature,
-``(x, t, dt, score, sde, noise) -> (x, x_mean)`` for predictors and
-``(x, t, dt, score, sde, noise, snr) -> (x, x_mean)`` for correctors: ``t`` the current time (a
-0-d float64 tensor), ``dt > 0`` the step to ``t - dt``, ``score(x)`` the score at ``t``, ``noise()``
-a fresh standard normal draw and ``x_mean`` the update without its noise.
+``(x, step, score, sde, noise) -> (x, x_mean)`` for predictors and
+``(x, step, score, sde, noise, snr) -> (x, x_mean)`` for correctors, with ``step`` a :class:`Step`
+(the time, the step size and the SDE's coefficients of ``t_i -> t_{i+1}``), ``score(x)`` the score at
+``t_i``, ``noise()`` a fresh standard normal draw and ``x_mean`` the update without its noise.
+
+The coefficients of a step come from the SDE (:meth:`SDE.transition`, :meth:`SDE.langevin_alpha`,
+:meth:`SDE.std`), evaluated for the whole grid at once (:meth:`Step.grid`): per step they cost ~30
+small float64 tensor operations, about 4% of a step with the benchmark's U-Net
+(benchmarks/README.md), so they are not recomputed inside the loop.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
@@ -21,43 +27,68 @@ from ..score import ScoreFn
 from ..sde import SDE
 from .base import Sampler, time_grid
 
-__all__ = ["PredictorCorrector", "PREDICTORS", "CORRECTORS"]
+__all__ = ["PredictorCorrector", "PREDICTORS", "CORRECTORS", "Step"]
+
+
+class Step(NamedTuple):
+    """One step ``t -> t - dt`` of the grid (Python floats): the exact forward transition
+    ``x_t = r x_{t-dt} + q z`` (:meth:`SDE.transition`), the Langevin signal scale ``alpha``
+    (:meth:`SDE.langevin_alpha`) and the kernel's standard deviations ``std = s(t)``,
+    ``std_next = s(t - dt)``."""
+
+    t: float
+    dt: float
+    r: float
+    q: float
+    alpha: float
+    std: float
+    std_next: float
+
+    @classmethod
+    def grid(cls, sde: SDE, steps: int, eps: float) -> list[Step]:
+        """The ``steps`` steps from ``T`` to ``eps``."""
+        times = time_grid(steps, eps, sde.T)
+        t, dt = times[:-1], times[:-1] - times[1:]
+        r, q = sde.transition(t, dt)
+        columns = (t, dt, r, q, sde.langevin_alpha(t, dt), sde.std(t), sde.std(times[1:]))
+        return [cls(*row) for row in zip(*(c.tolist() for c in columns))]
 
 
 # --- predictors: t -> t - dt ---------------------------------------------------------------
-def euler_maruyama_predictor(x, t, dt, score, sde: SDE, noise):
+def euler_maruyama_predictor(x, step: Step, score, sde: SDE, noise):
     """``x_mean = x - [f - g^2 score] dt``, ``x = x_mean + g sqrt(dt) z``."""
-    x_mean = x - sde.reverse_drift(x, t, score(x)) * dt
-    return x_mean + sde.diffusion(t) * math.sqrt(dt) * noise(), x_mean
+    x_mean = x - sde.reverse_drift(x, step.t, score(x)) * step.dt
+    return x_mean + sde.diffusion(step.t) * math.sqrt(step.dt) * noise(), x_mean
 
 
-def reverse_diffusion_predictor(x, t, dt, score, sde: SDE, noise):
+def reverse_diffusion_predictor(x, step: Step, score, sde: SDE, noise):
     """Reverse of the forward discretisation ``x_t = x_{t-dt} + f + G z`` (eq. 46-47):
-    ``x_mean = x - f + G^2 score``, ``x = x_mean + G z``, with the exact Gaussian transition for
-    ``(f, G)`` (:meth:`SDE.discretize`)."""
-    f, G = sde.discretize(x, t, dt)
+    ``x_mean = x - f + G^2 score``, ``x = x_mean + G z``; with the exact Gaussian transition
+    ``x_t = r x_{t-dt} + q z`` the forward step's ``f = (r - 1) x`` and ``G = q`` (for VP DDPM's
+    ``sqrt(1 - beta_i)`` and ``sqrt(beta_i)``, for VE SMLD's ``sqrt(sigma_i^2 - sigma_{i-1}^2)``)."""
+    f, G = (step.r - 1.0) * x, step.q
     x_mean = x - f + G**2 * score(x)
     return x_mean + G * noise(), x_mean
 
 
-def ancestral_predictor(x, t, dt, score, sde: SDE, noise):
+def ancestral_predictor(x, step: Step, score, sde: SDE, noise):
     """Ancestral sampling from the Gaussian posterior ``q(x_s | x_t, x_0)`` with ``x_0`` replaced by
     its Tweedie estimate. With the exact transition ``x_t = r x_s + q z`` (``s = t - dt``):
     ``x_mean = (x + q^2 score) / r`` and noise variance ``q^2 s(s)^2 / s(t)^2``. For VE this is the
     paper's SMLD ancestral step; for VP it is DDPM's step with the posterior variance ``beta_tilde``
     (the paper's code uses the upper choice ``beta``); it is defined for sub-VP as well."""
-    r, q = sde.transition(t, dt)
+    r, q = step.r, step.q
     x_mean = (x + q**2 * score(x)) / r
-    return x_mean + q * sde.std(t - dt) / sde.std(t) * noise(), x_mean
+    return x_mean + q * step.std_next / step.std * noise(), x_mean
 
 
-def no_predictor(x, t, dt, score, sde, noise):
+def no_predictor(x, step, score, sde, noise):
     """No prediction (corrector-only sampling)."""
     return x, x
 
 
 # --- correctors at fixed t -------------------------------------------------------------------
-def langevin_corrector(x, t, dt, score, sde: SDE, noise, snr: float):
+def langevin_corrector(x, step: Step, score, sde: SDE, noise, snr: float):
     """Langevin MCMC at fixed ``t`` (Algorithm 5): ``x_mean = x + h s``, ``x = x_mean + sqrt(2 h) z``,
 
         h = 2 alpha snr^2 E||z||^2 / E||s||^2  with  E||z||^2 = D,  E||s||^2 -> D / s(t)^2,
@@ -73,21 +104,21 @@ def langevin_corrector(x, t, dt, score, sde: SDE, noise, snr: float):
     bound (the Fisher information of ``p_t = p_0 * N(0, s^2 I)`` never exceeds the kernel's; the
     two agree at high noise, where the paper's rule is calibrated). The step is a function of
     ``t`` alone: batch-independent, unbiased as ``h -> 0``, and bounded everywhere."""
-    h = 2.0 * sde.langevin_alpha(t, dt) * (snr * sde.std(t)) ** 2
+    h = 2.0 * step.alpha * (snr * step.std) ** 2
     x_mean = x + h * score(x)
-    return x_mean + torch.sqrt(2.0 * h) * noise(), x_mean
+    return x_mean + math.sqrt(2.0 * h) * noise(), x_mean
 
 
-def ald_corrector(x, t, dt, score, sde: SDE, noise, snr: float):
+def ald_corrector(x, step: Step, score, sde: SDE, noise, snr: float):
     """Annealed Langevin dynamics (NCSN, Song & Ermon 2019): ``h = 2 (snr s(t))^2``, the step
     proportional to the noise variance with no signal scale (``alpha = 1``, as NCSN's VE setting;
     for VE it coincides with :func:`langevin_corrector`)."""
-    h = 2.0 * (snr * sde.std(t)) ** 2
+    h = 2.0 * (snr * step.std) ** 2
     x_mean = x + h * score(x)
-    return x_mean + torch.sqrt(2.0 * h) * noise(), x_mean
+    return x_mean + math.sqrt(2.0 * h) * noise(), x_mean
 
 
-def no_corrector(x, t, dt, score, sde, noise, snr):
+def no_corrector(x, step, score, sde, noise, snr):
     """No correction."""
     return x, x
 
@@ -140,17 +171,17 @@ class PredictorCorrector(Sampler):
         predict, correct = PREDICTORS[self.predictor], CORRECTORS[self.corrector]
         n_correct = self.corrector_steps if self.corrector != "none" else 0
         eps = self._eps(sde)
-        times = time_grid(self.steps, eps, sde.T)
+        grid = Step.grid(sde, self.steps, eps)
         for i in tqdm(range(self.steps), desc=f"pc {self.predictor}/{self.corrector}", disable=not progress,
                       leave=False):
             counter.step = i
-            t, dt = times[i], float(times[i] - times[i + 1])
-            t_batch = torch.full((x.shape[0],), float(t), device=x.device, dtype=x.dtype)
+            step = grid[i]
+            t_batch = torch.full((x.shape[0],), step.t, device=x.device, dtype=x.dtype)
 
             def score(y, t_batch=t_batch):
                 return counter(y, t_batch)
 
             for _ in range(n_correct):
-                x, _ = correct(x, t, dt, score, sde, noise, self.snr)
-            x, _ = predict(x, t, dt, score, sde, noise)
+                x, _ = correct(x, step, score, sde, noise, self.snr)
+            x, _ = predict(x, step, score, sde, noise)
         return self._finish(counter, sde, x, eps)
