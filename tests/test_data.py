@@ -521,7 +521,7 @@ def test_yaml_configs_instantiate(tmp_path, name):
     cfg = OmegaConf.load(REPO / "conf" / "data" / f"{name}.yaml")
     if name == "folder":
         cfg.root = str(tmp_path)
-    cfg.pop("feature_network")  # the evaluation's feature network, not a constructor argument
+    cfg.pop("_feature_network_")  # the evaluation's feature network, not a constructor argument
     dm = instantiate(cfg)  # constructing touches no files
     assert type(dm) is DATA_CLASSES[name]
     assert dm.batch_size == {"toy2d": 512, "digits": 128, "mnist": 128, "cifar10": 128, "folder": 64}[name]

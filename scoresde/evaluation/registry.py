@@ -1,4 +1,4 @@
-"""The feature networks by name, as the configs name them (``data.feature_network``, the default of
+"""The feature networks by name, as the configs name them (``data._feature_network_``, the default of
 each data set, and ``task.feature_network``, which overrides it):
 
 * ``digits`` -- a small CNN trained on the digits train split, weights shipped with the package;

@@ -152,9 +152,8 @@ def per_item_seeds(explicit: Any, n: int | None, seed: int) -> list[int]:
 
 # ---------------------------------------------------------------------------------------------- building
 def build_datamodule(cfg: DictConfig):
-    """The configured data module, set up (splits loaded). ``data.feature_network`` is the evaluation's
-    default feature network, not a constructor argument."""
-    dm = instantiate({k: v for k, v in plain(cfg.data).items() if k != "feature_network"})
+    """The configured data module, set up (splits loaded)."""
+    dm = instantiate(cfg.data)
     dm.setup("fit")
     return dm
 

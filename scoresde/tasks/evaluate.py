@@ -84,7 +84,7 @@ def image_quality(
     name = ecfg.get("feature_network", "auto")
     if name in (None, "auto"):
         raise ConfigError(
-            f"no default feature network for data={dm.name}; set data.feature_network or "
+            f"no default feature network for data={dm.name}; set data._feature_network_ or "
             f"task.feature_network to one of {', '.join(FEATURE_EXTRACTORS)}"
         )
     kwargs = {"weights": ecfg["feature_weights"]} if ecfg.get("feature_weights") else {}
@@ -192,7 +192,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
     run_dir, model, dm = start_from_checkpoint(cfg)
     ecfg = plain(cfg.task)
     if ecfg.get("feature_network") in (None, "auto"):  # the data set's default
-        ecfg["feature_network"] = cfg.data.get("feature_network")
+        ecfg["feature_network"] = cfg.data.get("_feature_network_")
     solver = build_solver(cfg)
     seed_sets = evaluation_seed_sets(
         int(ecfg["seed_sets"]), int(cfg.num_samples), int(cfg.seed), cfg.sample_seeds
