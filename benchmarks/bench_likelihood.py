@@ -63,9 +63,9 @@ def hand_written_solve(score_fn, sde, x, rtol, generator):
         with torch.enable_grad():
             s = score_fn(xt, torch.full((b,), t))
             (vjp,) = torch.autograd.grad(s, xt, probe)
-        c = -0.5 * sde.diffusion(t) ** 2
+        c = -0.5 * float(sde.diffusion(t)) ** 2
         out = np.empty((b, d + 1))
-        np.multiply(y2[:, :d], sde.drift_coef(t), out=out[:, :d])
+        np.multiply(y2[:, :d], float(sde.drift_coef(t)), out=out[:, :d])
         out[:, :d] += c * s.detach().numpy().reshape(b, d)
         out[:, d] = c * torch.linalg.vecdot(vjp.reshape(b, d), probe.reshape(b, d)).numpy()
         return out.reshape(-1)

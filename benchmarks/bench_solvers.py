@@ -55,8 +55,8 @@ def hand_em(score, sde, shape, steps, generator):
     for i in range(steps):
         t, dt = ts[i], ts[i] - ts[i + 1]
         s = score(x, torch.full((b,), t))
-        g2 = sde.diffusion(t) ** 2
-        x = torch.add(x * (1.0 - sde.drift_coef(t) * dt), s, alpha=g2 * dt)
+        g2 = float(sde.diffusion(t)) ** 2
+        x = torch.add(x * (1.0 - float(sde.drift_coef(t)) * dt), s, alpha=g2 * dt)
         x = torch.add(x, torch.randn(shape, generator=generator), alpha=math.sqrt(g2 * dt))
     return x
 
@@ -201,7 +201,7 @@ def main():
             solvers = {
                 "EM torchsde euler": EulerMaruyama(steps=steps, denoise=False),
                 "PC rd+langevin": PredictorCorrector(steps=steps, denoise=False),
-                "ODE RK45 1e-5": ProbabilityFlowODE(),
+                "ODE RK45 1e-5": ProbabilityFlowODE(denoise=False),
             }
             for name, solver in solvers.items():
                 def sample(s, sde, shp, n, gen, solver=solver):

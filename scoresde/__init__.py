@@ -7,11 +7,11 @@ torch, torchsde, numpy and scipy, and is usable as a plain library.
 from .losses import DSMLoss, NonFiniteLossError, dsm_loss
 from .oracle import GaussianMixture
 from .score import NetworkScore
-from .sde import SDE, SDES, VESDE, VPSDE, SubVPSDE, build_sde
+from .sde import SDE, VESDE, VPSDE, SubVPSDE
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "SDE", "SDES", "VPSDE", "SubVPSDE", "VESDE", "build_sde",
+    "SDE", "VPSDE", "SubVPSDE", "VESDE",
     "NetworkScore", "DSMLoss", "NonFiniteLossError", "dsm_loss", "GaussianMixture",
 ]

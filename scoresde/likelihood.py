@@ -7,8 +7,8 @@ obeys the instantaneous change of variables ``d log p_t(x(t)) / dt = -div v(x(t)
 
 where ``p_T`` is replaced by the SDE's prior. We integrate the augmented state ``[x, int div v]``
 from ``eps`` to ``T`` with ``scipy.integrate.solve_ivp`` through the same
-:func:`~scoresde.solvers.ode.integrate` and :func:`~scoresde.solvers.ode.probability_flow_drift` as
-the ODE sampler. The divergence is either exact (``D`` vector-Jacobian products; low-dimensional
+:func:`~scoresde.solvers.ode.integrate` and :meth:`SDE.reverse_drift` as the ODE sampler. The
+divergence is either exact (``D`` vector-Jacobian products; low-dimensional
 data) or the Hutchinson-Skilling estimate ``e^T (dv/dx) e`` with one probe ``e`` per example,
 Rademacher or Gaussian, fixed along the trajectory (one VJP per evaluation; unbiased).
 
@@ -28,7 +28,7 @@ from .quantization import bits_per_dim_from_logp, check_integer_data, dequantize
 from .score import ScoreFn
 from .sde import SDE
 from .solvers.base import CountingScore, NoiseSource, SamplingError
-from .solvers.ode import check_method, integrate, probability_flow_drift
+from .solvers.ode import check_method, integrate
 
 __all__ = ["ESTIMATORS", "LikelihoodResult", "BitsPerDimResult", "log_likelihood", "bits_per_dim"]
 
@@ -75,35 +75,32 @@ def _solve(counter: CountingScore, sde: SDE, x: torch.Tensor, probe, estimator: 
            method, rtol: float, atol: float, blas_threads, progress: bool):
     """One augmented solve of the batch ``x``: returns ``(z, delta_logp)``.
 
-    The drift is affine in ``x`` plus the score, ``v = a(t) x - g(t)^2 s(x, t) / 2``, so
+    The probability-flow drift and its divergence (``D`` = dimensions of one example),
 
-        div v = D a(t) - g(t)^2 div s / 2,
-        int_eps^T div v dt = D (log m(T) - log m(eps)) + int_eps^T -g(t)^2 div s / 2 dt:
+        v(x, t)     = f(x, t) - g(t)^2 s(x, t) / 2,        f(x, t) = a(t) x,
+        div v(x, t) = D a(t)  - g(t)^2 div s(x, t) / 2,
 
-    the vector-Jacobian products run through the score alone (no graph through the drift), the ODE
-    carries only the second integral and the first is added in closed form
-    (:meth:`SDE.log_mean_coef`). The drift is :func:`probability_flow_drift`, as in the ODE sampler."""
+    so ``int_eps^T div v dt = D (log m(T) - log m(eps)) + int_eps^T -g(t)^2 div s / 2 dt``: the
+    vector-Jacobian products run through the score alone, the ODE carries ``[x, -g^2 div s / 2]``
+    and the drift's part is added in closed form (:meth:`SDE.log_mean_coef`)."""
     b, shape, dtype = x.shape[0], x.shape, x.dtype
     d = x[0].numel()
 
     def rhs(t: float, y: torch.Tensor) -> torch.Tensor:
         counter.step = counter.nfe
-        div_s = []
-
-        def score_and_divergence(xs: torch.Tensor, t_batch: torch.Tensor) -> torch.Tensor:
-            xs = xs.requires_grad_(True)
-            with torch.enable_grad():
-                s = counter(xs, t_batch)
-                div_s.append(_score_divergence(s, xs, estimator, probe))
-            return s.detach()
-
-        v = probability_flow_drift(score_and_divergence, sde, y[:, :d].to(dtype).reshape(shape), t)
-        return torch.cat([v.reshape(b, d), div_s[0].detach().mul_(-0.5 * sde.diffusion(t) ** 2)[:, None]], 1)
+        x_t = y[:, :d].reshape(shape)
+        xs = x_t.to(dtype).requires_grad_(True)  # the score in the model's dtype, the state in float64
+        with torch.enable_grad():
+            s = counter(xs, torch.full((b,), t, device=x.device, dtype=dtype))
+            div_s = _score_divergence(s, xs, estimator, probe)
+        v = sde.reverse_drift(x_t, t, s.detach(), probability_flow=True)  # f - g^2 s / 2
+        div_v_part = -0.5 * sde.diffusion(t) ** 2 * div_s.detach()      # -g^2 div s / 2
+        return torch.cat([v.reshape(b, d), div_v_part.to(y.dtype)[:, None]], 1)
 
     y0 = torch.cat([x.detach().reshape(b, d), torch.zeros(b, 1, dtype=dtype, device=x.device)], 1)
     y1, _ = integrate(rhs, y0.double(), eps, sde.T, method=method, rtol=rtol, atol=atol,
                       blas_threads=blas_threads, progress=progress, desc="likelihood ode")
-    drift_part = d * (sde.log_mean_coef(float(sde.T)) - sde.log_mean_coef(float(eps)))
+    drift_part = d * (sde.log_mean_coef(sde.T) - sde.log_mean_coef(eps))
     return y1[:, :d].to(dtype).reshape(shape), y1[:, d] + drift_part
 
 

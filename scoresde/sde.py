@@ -7,9 +7,9 @@ perturbation kernel is Gaussian and closed-form:
     dm/dt = a(t) m(t),   d s^2/dt = 2 a(t) s(t)^2 + g(t)^2.
 
 Every method is batched over a time tensor ``t`` of shape ``(B,)`` (a 0-d tensor is broadcast) and
-data of any rank ``(B, ...)``: vectors ``(B, D)`` and images ``(B, C, H, W)`` alike. A Python float
-``t`` (one time for the whole batch, as in the samplers) is computed with :mod:`math` and gives
-Python floats: no tensor is built for a scalar coefficient in a sampler's inner loop.
+data of any rank ``(B, ...)``: vectors ``(B, D)`` and images ``(B, C, H, W)`` alike. A Python number
+``t`` (one time for the whole batch, as in the samplers) becomes a 0-d float64 tensor, so every
+coefficient is a tensor and every formula is written once.
 
 Numerics: the VP and sub-VP standard deviations are computed with ``expm1`` from the log mean
 coefficient, so they stay accurate at ``t = 1e-5`` in float32 (the reference code loses ~1% there).
@@ -22,7 +22,7 @@ import math
 
 import torch
 
-__all__ = ["SDE", "SubVPSDE", "VESDE", "VPSDE", "SDES", "build_sde", "expand_to"]
+__all__ = ["SDE", "SubVPSDE", "VESDE", "VPSDE", "expand_to"]
 
 
 def expand_to(v, x: torch.Tensor):
@@ -33,15 +33,10 @@ def expand_to(v, x: torch.Tensor):
     return v.reshape(v.shape[0], *([1] * (x.dim() - 1)))
 
 
-def _xp(t):
-    """The math namespace for ``t``: :mod:`math` for Python floats, :mod:`torch` for tensors."""
-    return math if isinstance(t, float) else torch
-
-
-def _as_time(t, like: torch.Tensor | None = None):
-    """Times as a float tensor, or as a Python float when given a Python number."""
+def _as_time(t) -> torch.Tensor:
+    """Times as a float tensor: ``(B,)``, or 0-d (float64) for a Python number."""
     if not isinstance(t, torch.Tensor):
-        return float(t)
+        return torch.tensor(float(t), dtype=torch.float64)
     if not t.is_floating_point():
         t = t.to(torch.get_default_dtype())
     if t.dim() > 1:
@@ -49,8 +44,8 @@ def _as_time(t, like: torch.Tensor | None = None):
     return t
 
 
-def _check_batch(x: torch.Tensor, t) -> None:
-    if isinstance(t, torch.Tensor) and t.dim() == 1 and x.dim() >= 1 and t.shape[0] not in (1, x.shape[0]):
+def _check_batch(x: torch.Tensor, t: torch.Tensor) -> None:
+    if t.dim() == 1 and x.dim() >= 1 and t.shape[0] not in (1, x.shape[0]):
         raise ValueError(
             f"time tensor t has {t.shape[0]} entries but the data batch has {x.shape[0]} examples; "
             "pass one time per example (shape (B,)) or a scalar"
@@ -98,20 +93,19 @@ class SDE(abc.ABC):
 
     def mean_coef(self, t: torch.Tensor) -> torch.Tensor:
         """``m(t) = exp(log m(t))``."""
-        t = _as_time(t)
-        return _xp(t).exp(self.log_mean_coef(t))
+        return torch.exp(self.log_mean_coef(_as_time(t)))
 
     # --- the SDE ------------------------------------------------------------------------------
     def drift(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``f(x, t) = a(t) x``."""
-        t = _as_time(t, x)
+        t = _as_time(t)
         _check_batch(x, t)
         return expand_to(self.drift_coef(t), x) * x
 
     def marginal(self, x0: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Perturbation kernel ``p_0t(x_t | x_0) = N(mean, std^2 I)``: returns ``(m(t) x0, s(t))``
         with ``std`` of shape ``(B,)`` (0-d for a scalar ``t``)."""
-        t = _as_time(t, x0)
+        t = _as_time(t)
         _check_batch(x0, t)
         return expand_to(self.mean_coef(t), x0) * x0, self.std(t)
 
@@ -146,44 +140,34 @@ class SDE(abc.ABC):
     ) -> torch.Tensor:
         """Drift of the reverse-time SDE, ``f - g^2 score`` (Song et al. eq. 6), or of the
         probability-flow ODE, ``f - g^2 score / 2`` (eq. 13), at time ``t``; in backward time
-        ``dx = reverse_drift dt`` with ``dt < 0`` (plus ``g dw`` for the SDE)."""
-        t = _as_time(t, x)
-        coef = 0.5 if probability_flow else 1.0
-        if isinstance(t, float):  # one time for the batch: two fused tensor ops
-            return torch.add(x * self.drift_coef(t), score, alpha=-coef * self.diffusion(t) ** 2)
+        ``dx = reverse_drift dt`` with ``dt < 0`` (plus ``g dw`` for the SDE). Every sampler uses this
+        one formula."""
+        t = _as_time(t)
+        f = self.drift(x, t)
         g2 = expand_to(self.diffusion(t) ** 2, x)
-        return expand_to(self.drift_coef(t), x) * x - coef * g2 * score
+        if probability_flow:
+            return f - 0.5 * g2 * score
+        return f - g2 * score
 
     # --- discretisations ----------------------------------------------------------------------
     def transition(self, t: torch.Tensor, dt) -> tuple[torch.Tensor, torch.Tensor]:
         """Exact forward transition from ``s = t - dt`` to ``t``: ``x_t = r x_s + q z`` with
         ``r = m(t)/m(s)`` and ``q^2 = s(t)^2 - r^2 s(s)^2``. Returns ``(r, q)``, each like ``t``.
 
+        It is the forward discretisation ``x_t = x_s + f + G z`` of the reverse-diffusion predictor
+        (Song et al. eq. 46-47) with ``f = (r - 1) x_s`` and ``G = q``: for VP DDPM's ``sqrt(1 - beta_i)``
+        and ``sqrt(beta_i)`` (``1 - beta_i = m(t)^2 / m(s)^2``), for VE SMLD's
+        ``sqrt(sigma_i^2 - sigma_{i-1}^2)``, and an exact transition for sub-VP too (the reference code
+        falls back to Euler there).
+
         Computed in float64 (the difference of nearby variances cancels in float32)."""
         t = _as_time(t)
-        if isinstance(t, float):
-            s = max(t - float(dt), 0.0)
-            r = math.exp(self.log_mean_coef(t) - self.log_mean_coef(s))
-            return r, math.sqrt(max(self.std(t) ** 2 - r**2 * self.std(s) ** 2, 0.0))
         t64 = t.double()
         s64 = (t64 - dt).clamp_min(0.0)
         log_r = self.log_mean_coef(t64) - self.log_mean_coef(s64)
         r = torch.exp(log_r)
         q2 = self.std(t64) ** 2 - r**2 * self.std(s64) ** 2
         return r.to(t.dtype), q2.clamp_min(0.0).sqrt().to(t.dtype)
-
-    def discretize(
-        self, x: torch.Tensor, t: torch.Tensor, dt
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Forward discretisation ``x_t = x_{t-dt} + f_d + G_d z`` used by the reverse-diffusion
-        predictor (Song et al. eq. 46-47): the exact Gaussian transition, ``f_d = (r - 1) x`` and
-        ``G_d = q`` (shape ``(B,)``). For VP this is DDPM's ``sqrt(1 - beta_i) x`` / ``sqrt(beta_i)``
-        with ``1 - beta_i = m(t)^2 / m(t - dt)^2``; for VE it is SMLD's ``sqrt(sigma_i^2 - sigma_{i-1}^2)``;
-        sub-VP gets its own exact transition instead of the reference's Euler fallback."""
-        t = _as_time(t, x)
-        _check_batch(x, t)
-        r, q = self.transition(t, dt)
-        return (expand_to(r, x) - 1.0) * x, q
 
     def langevin_alpha(self, t: torch.Tensor, dt) -> torch.Tensor:
         """Signal scale ``alpha_i`` of the Langevin corrector (Song et al. Algorithm 5): the per-step
@@ -241,14 +225,11 @@ class VPSDE(_BetaSchedule):
 
     def std(self, t: torch.Tensor) -> torch.Tensor:
         """``s(t) = sqrt(1 - m(t)^2) = sqrt(-expm1(2 log m(t)))``."""
-        t = _as_time(t)
-        xp = _xp(t)
-        return xp.sqrt(-xp.expm1(2.0 * self.log_mean_coef(t)))
+        return torch.sqrt(-torch.expm1(2.0 * self.log_mean_coef(_as_time(t))))
 
     def diffusion(self, t: torch.Tensor) -> torch.Tensor:
         """``g(t) = sqrt(beta(t))``."""
-        t = _as_time(t)
-        return _xp(t).sqrt(self.beta(t))
+        return torch.sqrt(self.beta(t))
 
 
 class SubVPSDE(_BetaSchedule):
@@ -262,14 +243,11 @@ class SubVPSDE(_BetaSchedule):
 
     def std(self, t: torch.Tensor) -> torch.Tensor:
         """``s(t) = 1 - m(t)^2 = -expm1(2 log m(t))``."""
-        t = _as_time(t)
-        return -_xp(t).expm1(2.0 * self.log_mean_coef(t))
+        return -torch.expm1(2.0 * self.log_mean_coef(_as_time(t)))
 
     def diffusion(self, t: torch.Tensor) -> torch.Tensor:
         """``g(t) = sqrt(beta(t) (1 - m(t)^4)) = sqrt(-beta(t) expm1(4 log m(t)))``."""
-        t = _as_time(t)
-        xp = _xp(t)
-        return xp.sqrt(-self.beta(t) * xp.expm1(4.0 * self.log_mean_coef(t)))
+        return torch.sqrt(-self.beta(t) * torch.expm1(4.0 * self.log_mean_coef(_as_time(t))))
 
 
 class VESDE(SDE):
@@ -303,8 +281,7 @@ class VESDE(SDE):
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
         """``sigma(t) = sigma_min (sigma_max / sigma_min)^t``."""
-        t = _as_time(t)
-        return self.sigma_min * _xp(t).exp(t * self.log_ratio)
+        return self.sigma_min * torch.exp(_as_time(t) * self.log_ratio)
 
     def log_mean_coef(self, t: torch.Tensor) -> torch.Tensor:
         """``log m(t) = 0`` (no drift)."""
@@ -331,15 +308,3 @@ class VESDE(SDE):
     def _config(self) -> dict:
         return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "noise_label": self.label}
 
-
-#: name -> class, as used by the configs (``sde=vp|subvp|ve``)
-SDES: dict[str, type[SDE]] = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}
-
-
-def build_sde(name: str, **kwargs) -> SDE:
-    """Build an SDE by its config name; an unknown name raises an error listing the valid ones."""
-    try:
-        cls = SDES[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown SDE {name!r}; valid: {', '.join(sorted(SDES))}") from None
-    return cls(**kwargs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hydra import compose, initialize_config_module
 from hydra.errors import MissingConfigException
@@ -10,9 +12,10 @@ from omegaconf import OmegaConf
 from scoresde.tasks.common import ConfigError, validate_config
 from scoresde.train.build import adapt_network_config, instantiate, plain
 
+ROOT = Path(__file__).resolve().parents[1]
 GROUPS = {
     "sde": ["vp", "subvp", "ve"],
-    "solver": ["em", "pc", "ode"],
+    "solver": sorted(p.stem for p in (ROOT / "conf" / "solver").glob("*.yaml")),
     "trainer": ["cpu", "gpu", "ddp"],
     "task": ["train", "sample", "likelihood", "evaluate"],
     "data": ["toy2d", "digits", "mnist", "cifar10", "folder"],
@@ -69,7 +72,7 @@ def test_sde_configs_instantiate(name):
     assert type(sde).__name__.lower().replace("sde", "") == name
 
 
-@pytest.mark.parametrize("name", ["em", "pc", "ode"])
+@pytest.mark.parametrize("name", GROUPS["solver"])
 def test_solver_configs_instantiate_with_common_keys(name):
     cfg = _compose(f"solver={name}", "solver.eps=0.01", "solver.denoise=false")
     solver = instantiate(cfg.solver)

@@ -15,7 +15,6 @@ from scoresde.nets import (
     MLP,
     NCSNpp,
     UNet,
-    build_network,
     count_parameters,
     load_score_sde_checkpoint,
 )
@@ -128,10 +127,10 @@ def test_unet_sizes():
     assert count_parameters(UNet()) == 604_865
 
 
-def test_build_network_registry():
-    assert isinstance(build_network("mlp", dim=3, hidden=16, depth=1), MLP)
-    with pytest.raises(ValueError, match="mlp, ncsnpp, unet"):
-        build_network("resnet")
+def test_network_configs_build_their_class():
+    """One way to build a network: its class, directly or through a ``_target_`` in conf/model/."""
+    assert isinstance(instantiate(OmegaConf.load(ROOT / "conf" / "model" / "mlp.yaml")), MLP)
+    assert isinstance(instantiate(OmegaConf.load(ROOT / "conf" / "model" / "unet.yaml")), UNet)
 
 
 # --------------------------------------------------------------------------------------------- all networks

@@ -1,11 +1,14 @@
 """The SDEs: coefficients, kernels, prior, discretisations, shapes and errors."""
 
 import math
+import pathlib
 
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
-from scoresde import SDES, VESDE, VPSDE, SubVPSDE, build_sde
+from scoresde import VESDE, VPSDE, SubVPSDE
 
 ALL = [VPSDE(), SubVPSDE(), VESDE()]
 IDS = ["vp", "subvp", "ve"]
@@ -68,7 +71,7 @@ def test_std_accurate_at_small_t_in_float32(sde):
 
 
 @pytest.mark.parametrize("sde", ALL, ids=IDS)
-def test_discretize_is_the_exact_transition(sde):
+def test_transition_is_exact(sde):
     """Composing the discrete transitions from s to t reproduces the kernel variance s(t)^2 and
     mean scale m(t)/m(s) exactly (no Euler error)."""
     s, t, n = 0.05, 0.9, 37
@@ -77,27 +80,28 @@ def test_discretize_is_the_exact_transition(sde):
     scale = torch.ones(1, dtype=torch.float64)
     x = torch.ones(1, 1, dtype=torch.float64)
     for i in range(1, n + 1):
-        f, G = sde.discretize(x, grid[i:i + 1], grid[i] - grid[i - 1])
-        r = (x + f) / x  # discretize's f = (r - 1) x
+        r, G = sde.transition(grid[i:i + 1], grid[i] - grid[i - 1])
+        f = (r - 1) * x  # the forward discretisation's drift (eq. 46)
+        r = (x + f) / x
         scale = scale * r.flatten()
         var = r.flatten() ** 2 * var + G**2
     torch.testing.assert_close(var, sde.std(grid[-1:]) ** 2, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(scale, sde.mean_coef(grid[-1:]) / sde.mean_coef(grid[:1]), rtol=1e-10, atol=0)
 
 
-def test_vp_discretize_matches_ddpm_and_langevin_alpha_everywhere():
+def test_vp_transition_matches_ddpm_and_langevin_alpha_everywhere():
     vp, subvp, ve = VPSDE(), SubVPSDE(), VESDE()
     t, dt = torch.tensor([0.3, 0.8], dtype=torch.float64), 1e-3
     # DDPM: 1 - beta_i = m(t)^2 / m(t - dt)^2 = exp(-int_{t-dt}^t beta) (beta linear: midpoint exact)
     alpha = vp.langevin_alpha(t, dt)
     torch.testing.assert_close(1 - alpha, -torch.expm1(-vp.beta(t - dt / 2) * dt), rtol=1e-9, atol=0)
-    _, G = vp.discretize(torch.zeros(2, 1, dtype=torch.float64), t, dt)
+    _, G = vp.transition(t, dt)
     torch.testing.assert_close(G**2, 1 - alpha)
     # sub-VP has a Langevin signal scale too (the reference crashes here), equal to VP's mean part
     torch.testing.assert_close(subvp.langevin_alpha(t, dt), alpha)
     torch.testing.assert_close(ve.langevin_alpha(t, dt), torch.ones_like(t))
     # VE: SMLD's sqrt(sigma_i^2 - sigma_{i-1}^2)
-    _, G = ve.discretize(torch.zeros(2, 1, dtype=torch.float64), t, dt)
+    _, G = ve.transition(t, dt)
     torch.testing.assert_close(G**2, ve.sigma(t) ** 2 - ve.sigma(t - dt) ** 2)
 
 
@@ -111,8 +115,8 @@ def test_shapes_for_any_rank(sde, shape):
     assert sde.drift(x, t).shape == x.shape
     assert sde.diffusion(t).shape == (shape[0],)
     assert sde.reverse_drift(x, t, torch.randn(shape)).shape == x.shape
-    f, G = sde.discretize(x, t, 0.01)
-    assert f.shape == x.shape and G.shape == (shape[0],)
+    r, q = sde.transition(t, 0.01)
+    assert r.shape == q.shape == (shape[0],)
     assert sde.prior_logp(sde.prior_sample(shape)).shape == (shape[0],)
     assert sde.noise_label(t).shape == (shape[0],)
     # scalar t broadcasts
@@ -140,10 +144,6 @@ def test_noise_labels():
 
 
 def test_bad_input_gives_clear_errors():
-    with pytest.raises(ValueError, match="valid: subvp, ve, vp"):
-        build_sde("vpp")
-    assert isinstance(build_sde("VE", sigma_max=10.0), VESDE)
-    assert set(SDES) == {"vp", "subvp", "ve"}
     with pytest.raises(ValueError, match="beta_min < beta_max"):
         VPSDE(beta_min=5.0, beta_max=1.0)
     with pytest.raises(ValueError, match="sigma_min < sigma_max"):
@@ -152,3 +152,11 @@ def test_bad_input_gives_clear_errors():
         VESDE(noise_label="t")
     with pytest.raises(ValueError, match="3 entries but the data batch has 4"):
         VPSDE().marginal(torch.randn(4, 2), torch.rand(3))
+
+
+@pytest.mark.parametrize("name,cls", [("vp", VPSDE), ("subvp", SubVPSDE), ("ve", VESDE)])
+def test_the_sde_configs_build_their_class(name, cls):
+    """One way to build an SDE: its class, directly or through the ``_target_`` of conf/sde/<name>.yaml."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    sde = instantiate(OmegaConf.load(root / "conf" / "sde" / f"{name}.yaml"))
+    assert type(sde) is cls and repr(sde) == repr(cls())

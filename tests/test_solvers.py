@@ -1,7 +1,12 @@
 """Samplers against the exact marginals of Gaussian mixtures (the oracle)."""
 
+import inspect
+from pathlib import Path
+
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from scoresde import VESDE, VPSDE, GaussianMixture, SubVPSDE
 from scoresde.evaluation import sliced_wasserstein
@@ -12,8 +17,8 @@ from scoresde.solvers import (
     EulerMaruyama,
     PredictorCorrector,
     ProbabilityFlowODE,
+    Sampler,
     SamplingError,
-    build_solver,
     tweedie_denoise,
 )
 from scoresde.solvers.base import CountingScore
@@ -21,6 +26,7 @@ from scoresde.solvers.pc import Step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+ROOT = Path(__file__).resolve().parents[1]
 SDES = {"vp": VPSDE(), "subvp": SubVPSDE(), "ve": VESDE()}
 N = 4000
 
@@ -54,7 +60,7 @@ SOLVERS = {
     "em": lambda: EulerMaruyama(steps=1000, denoise=False),
     "pc": lambda: PredictorCorrector(predictor="reverse_diffusion", corrector="langevin", steps=500,
                                      denoise=False),
-    "ode": lambda: ProbabilityFlowODE(rtol=1e-5, atol=1e-5),
+    "ode": lambda: ProbabilityFlowODE(rtol=1e-5, atol=1e-5, denoise=False),
 }
 
 
@@ -102,9 +108,10 @@ class Counter:
         return self.fn(x, t)
 
 
+# EM: torchsde evaluates the drift once at the start to check its shape (+1)
 @pytest.mark.parametrize("solver,expected", [
-    (EulerMaruyama(steps=37, denoise=True), 38),
-    (EulerMaruyama(steps=37, denoise=False), 37),
+    (EulerMaruyama(steps=37, denoise=True), 39),
+    (EulerMaruyama(steps=37, denoise=False), 38),
     (PredictorCorrector(steps=25, corrector_steps=2), 25 * 3 + 1),
     (PredictorCorrector(steps=25, corrector="none", denoise=False), 25),
     (PredictorCorrector(steps=25, predictor="none", corrector="ald", denoise=False), 25),
@@ -225,9 +232,6 @@ def test_bad_arguments_name_the_valid_choices():
         EulerMaruyama(method="rk4")
     with pytest.raises(ValueError, match="valid: RK23, RK45, DOP853, Radau, BDF, LSODA"):
         ProbabilityFlowODE(method="euler")
-    with pytest.raises(ValueError, match="valid: em, pc, ode"):
-        build_solver("ddim")
-    assert isinstance(build_solver("pc", steps=3), PredictorCorrector)
     sde, gm = VPSDE(), mixture(2)
     with pytest.raises(ValueError, match="x_T has shape"):
         EulerMaruyama(steps=5).sample(gm.score_fn(sde), sde, (4, 2), x_T=torch.zeros(3, 2))
@@ -253,8 +257,8 @@ def test_nan_stops_sampling_with_step_and_time(solver):
 
 @pytest.mark.parametrize("solver", [EulerMaruyama(steps=50), PredictorCorrector(steps=50)])
 def test_nan_check_names_the_first_bad_step_exactly(solver):
-    """The finiteness check runs once per window of calls, but the error still names the first
-    bad call: here the 7th score evaluation only (the state then carries the NaN on)."""
+    """The finiteness check (every call by default) names the first bad call: here the 7th score
+    evaluation only (the state then carries the NaN on)."""
     sde, gm = VPSDE(), mixture(2)
     exact = gm.score_fn(sde)
     calls = []
@@ -266,7 +270,7 @@ def test_nan_check_names_the_first_bad_step_exactly(solver):
 
     with pytest.raises(SamplingError) as err:
         solver.sample(breaks_once, sde, (16, 2), generator=torch.Generator().manual_seed(0))
-    step = 3 if isinstance(solver, PredictorCorrector) else 6  # PC: two calls per step
+    step = 3 if isinstance(solver, PredictorCorrector) else 5  # PC: two calls per step; EM: +1 shape check
     assert f"score became NaN/inf at step {step}, t = {calls[6]:.6g}" in str(err.value)
     assert len(calls) < 7 + 16  # stopped within one window
 
@@ -280,15 +284,104 @@ def test_nan_in_the_state_is_caught_when_the_score_hides_it():
         CountingScore(lambda x, t: x, check_every=0)
 
 
+# --- denoise: one meaning for every sampler -------------------------------------------------------
+DENOISERS = {
+    "em": lambda denoise: EulerMaruyama(steps=30, denoise=denoise),
+    "pc": lambda denoise: PredictorCorrector(steps=30, denoise=denoise),
+    "ode": lambda denoise: ProbabilityFlowODE(rtol=1e-4, atol=1e-4, denoise=denoise),
+}
+
+
+@pytest.mark.parametrize("name", list(DENOISERS))
+@pytest.mark.parametrize("sde_name", list(SDES))
+def test_denoise_is_tweedie_on_the_final_state(name, sde_name):
+    """``denoise=True`` returns exactly Tweedie's E[x_0 | x_eps] of the state that ``denoise=False``
+    returns, at one more score evaluation; the default is True in the class and in its config."""
+    sde, gm = SDES[sde_name], mixture(2)
+    seeds = range(6)
+    raw_solver, den_solver = DENOISERS[name](False), DENOISERS[name](True)
+    raw = raw_solver.sample(gm.score_fn(sde), sde, (6, 2), seeds=seeds)
+    den = den_solver.sample(gm.score_fn(sde), sde, (6, 2), seeds=seeds)
+    t = torch.full((6,), sde.sampling_eps)
+    torch.testing.assert_close(den, tweedie_denoise(gm.score_fn(sde), sde, raw, t), rtol=1e-5, atol=1e-6)
+    assert den_solver.nfe == raw_solver.nfe + 1
+    cls = type(den_solver)
+    assert inspect.signature(cls).parameters["denoise"].default is True
+    cfg = OmegaConf.load(ROOT / "conf" / "solver" / f"{name}.yaml")
+    assert cfg.denoise is True and instantiate(cfg).denoise is True
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "conf" / "solver").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_solver_config_builds_a_sampler(path):
+    """One way to build a sampler: its class, directly or through the ``_target_`` of its config."""
+    assert isinstance(instantiate(OmegaConf.load(path)), Sampler)
+
+
+# --- the probability-flow ODE per example -----------------------------------------------------------
+@pytest.mark.parametrize("sde_name", list(SDES))
+def test_ode_per_example_samples_do_not_depend_on_the_batch(sde_name):
+    """The same x_T rows solved in batches of 1 and 5 give identical rows; nfe is the total."""
+    sde, gm = SDES[sde_name], mixture(2)
+    x_T = sde.prior_sample((5, 2), generator=torch.Generator().manual_seed(3))
+    ode = ProbabilityFlowODE(rtol=1e-4, atol=1e-4, per_example=True)
+    batch = ode.sample(gm.score_fn(sde), sde, (5, 2), x_T=x_T)
+    batch_nfe = ode.nfe
+    counts = []
+    for i in range(5):
+        counter = Counter(gm.score_fn(sde))
+        alone = ode.sample(counter, sde, (1, 2), x_T=x_T[i:i + 1])
+        assert torch.equal(alone[0], batch[i])
+        assert ode.nfe == counter.calls
+        counts.append(ode.nfe - 1)  # less the denoising step
+    assert batch_nfe == sum(counts) + 1
+    shared = ProbabilityFlowODE(rtol=1e-4, atol=1e-4).sample(gm.score_fn(sde), sde, (5, 2), x_T=x_T)
+    torch.testing.assert_close(shared, batch, rtol=0, atol=5e-3)
+
+
+def test_the_fresh_brownian_source_fits_the_installed_torchsde():
+    """FreshBrownian subclasses torchsde's private BaseBrownian: the installed torchsde lies in the
+    tested range and the class implements every abstract method of the base."""
+    import torchsde
+    from packaging.version import Version
+    from torchsde._brownian.brownian_base import BaseBrownian
+
+    from scoresde.solvers.brownian import TESTED_TORCHSDE, FreshBrownian
+
+    lo, hi = TESTED_TORCHSDE
+    assert Version(lo) <= Version(torchsde.__version__) < Version(hi), torchsde.__version__
+    assert not getattr(FreshBrownian, "__abstractmethods__", set())
+    assert set(BaseBrownian.__abstractmethods__) <= set(vars(FreshBrownian))
+
+
+def test_finiteness_check_every_k_calls_names_the_step_it_ran_at():
+    calls = []
+
+    def nan_from_the_second_call(x, t):
+        calls.append(1)
+        return x * torch.nan if len(calls) >= 2 else x
+
+    counter = CountingScore(nan_from_the_second_call, check_every=4)
+    t = torch.full((3,), 0.25)
+    for step in range(3):
+        counter.step = step
+        counter(torch.ones(3, 2), t)  # calls 1-3: not checked
+    counter.step = 3
+    with pytest.raises(SamplingError, match=r"NaN/inf at step 3, t = 0\.25"):
+        counter(torch.ones(3, 2), t)
+    assert counter.nfe == 4
+
+
 @pytest.mark.parametrize("sde_name", list(SDES))
 def test_pc_step_grid_matches_the_sde_coefficients(sde_name):
-    """The predictor-corrector's vectorised per-step coefficients equal the SDE's own (float path)."""
+    """The predictor-corrector's per-step coefficients, computed for the whole grid at once, equal
+    the SDE's own at each step."""
     sde = SDES[sde_name]
     grid = Step.grid(sde, 7, sde.sampling_eps)
     assert len(grid) == 7 and grid[0].t == sde.T
     assert grid[-1].t - grid[-1].dt == pytest.approx(sde.sampling_eps, abs=1e-15)
     for step in grid:
         r, q = sde.transition(step.t, step.dt)
-        assert (step.r, step.q) == pytest.approx((r, q), rel=1e-12)
-        assert step.std == pytest.approx(sde.std(step.t), rel=1e-12)
-        assert step.std_next == pytest.approx(sde.std(step.t - step.dt), rel=1e-12, abs=1e-15)
+        assert (step.r, step.q) == pytest.approx((float(r), float(q)), rel=1e-12)
+        assert step.alpha == pytest.approx(float(sde.langevin_alpha(step.t, step.dt)), rel=1e-12)
+        assert step.std == pytest.approx(float(sde.std(step.t)), rel=1e-12)
+        assert step.std_next == pytest.approx(float(sde.std(step.t - step.dt)), rel=1e-12, abs=1e-15)

@@ -28,7 +28,6 @@ from scoresde.data.mnist import MNISTDataModule
 from scoresde.data.toy2d import TOY2D_DATASETS, Toy2DDataModule, sample_toy2d
 
 __all__ = [
-    "DATAMODULES",
     "TOY2D_DATASETS",
     "CIFAR10DataModule",
     "DataFormatError",
@@ -40,24 +39,6 @@ __all__ = [
     "ModelSpaceTransform",
     "ScoreDataModule",
     "Toy2DDataModule",
-    "build_datamodule",
     "default_data_root",
     "sample_toy2d",
 ]
-
-DATAMODULES: dict[str, type[ScoreDataModule]] = {
-    "toy2d": Toy2DDataModule,
-    "digits": DigitsDataModule,
-    "mnist": MNISTDataModule,
-    "cifar10": CIFAR10DataModule,
-    "folder": ImageFolderDataModule,
-}
-
-
-def build_datamodule(name: str, **kwargs) -> ScoreDataModule:
-    """Instantiate the data module registered as ``name`` with keyword arguments ``kwargs``."""
-    try:
-        cls = DATAMODULES[name]
-    except KeyError:
-        raise ValueError(f"unknown data module {name!r}; valid: {', '.join(DATAMODULES)}") from None
-    return cls(**kwargs)

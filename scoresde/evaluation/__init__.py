@@ -4,13 +4,14 @@ Nothing here imports Lightning or Hydra, and nothing downloads. Typical use on i
 
     from scoresde.evaluation import build_feature_extractor, reference_stats, to_uint8, compute_image_metrics
 
-    net = build_feature_extractor("digits")                        # or "mnist", "inception"
+    net = build_feature_extractor("digits")     # or "mnist", "inception"; conf/data/*.yaml name the default
     ref = reference_stats("digits-train", net, dm.integer_data("train"))   # cached on disk
     metrics = compute_image_metrics(to_uint8(samples, levels=17), ref, net)  # FID, KID, IS
 
-Modules: :mod:`~.features` (interface, registry), :mod:`~.classifier` (digits/MNIST CNN),
-:mod:`~.inception` (FID Inception-v3), :mod:`~.samples` (quantization), :mod:`~.stats` (reference
-statistics and cache), :mod:`~.fid` (FID/KID/IS via torchmetrics), :mod:`~.spread` (seed-set spread),
+Modules: :mod:`~.features` (the interface), :mod:`~.registry` (the networks by name),
+:mod:`~.classifier` (digits/MNIST CNN), :mod:`~.inception` (FID Inception-v3), :mod:`~.samples`
+(quantization), :mod:`~.stats` (reference statistics and cache), :mod:`~.fid` (FID/KID/IS via
+torchmetrics), :mod:`~.spread` (the spread of a metric over seed sets),
 :mod:`~.memorization`, :mod:`~.confidence`, :mod:`~.distances` (toy 2-D).
 """
 
@@ -27,33 +28,19 @@ from .classifier import (
 from .confidence import ConfidenceResult, classifier_confidence, confidence_from_logits
 from .distances import mmd_rbf, sliced_wasserstein
 from .errors import WeightsFormatError, WeightsNotFoundError
-from .features import (
-    DEFAULT_FEATURES,
-    FEATURE_EXTRACTORS,
-    FeatureExtractor,
-    build_feature_extractor,
-    check_images,
-)
+from .features import FeatureExtractor, check_images
 from .fid import (
     ImageMetrics,
     compute_image_metrics,
     fid_from_features,
-    frechet_distance,
     inception_score_from_logits,
     kid_from_features,
 )
 from .inception import InceptionFeatureExtractor, find_inception_weights
 from .memorization import MemorizationResult, memorization, nearest_distances
+from .registry import FEATURE_EXTRACTORS, build_feature_extractor
 from .samples import to_uint8
-from .spread import (
-    Comparison,
-    SpreadResult,
-    compare,
-    fid_over_seed_sets,
-    make_seed_sets,
-    metric_over_seed_sets,
-    within_spread,
-)
+from .spread import Comparison, SpreadResult, compare
 from .stats import (
     DEFAULT_REFERENCE_SPLIT,
     ReferenceStats,
@@ -65,7 +52,6 @@ from .stats import (
 )
 
 __all__ = [
-    "DEFAULT_FEATURES",
     "DEFAULT_REFERENCE_SPLIT",
     "FEATURE_EXTRACTORS",
     "ClassifierFeatureExtractor",
@@ -93,15 +79,11 @@ __all__ = [
     "default_stats_dir",
     "digits_feature_extractor",
     "fid_from_features",
-    "fid_over_seed_sets",
     "find_inception_weights",
-    "frechet_distance",
     "inception_score_from_logits",
     "kid_from_features",
     "load_classifier",
-    "make_seed_sets",
     "memorization",
-    "metric_over_seed_sets",
     "mmd_rbf",
     "mnist_feature_extractor",
     "nearest_distances",
@@ -110,5 +92,4 @@ __all__ = [
     "sliced_wasserstein",
     "to_uint8",
     "train_classifier",
-    "within_spread",
 ]

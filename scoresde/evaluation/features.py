@@ -17,25 +17,16 @@ Attributes every extractor has:
 * ``fingerprint`` -- a string that changes whenever the features could change (architecture, weights,
   preprocessing); used in the reference-statistics cache key.
 
-Registered networks (:func:`build_feature_extractor`): ``digits`` (a small CNN trained on the digits
-train split, weights shipped with the package), ``mnist`` (the same recipe, weights trained locally) and
-``inception`` (the standard FID Inception-v3, weights read from a local file). Nothing is ever downloaded.
+The networks themselves live in :mod:`~.classifier` and :mod:`~.inception`, their names in
+:mod:`~.registry`; this module is the interface only and imports neither.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
-__all__ = [
-    "DEFAULT_FEATURES",
-    "FEATURE_EXTRACTORS",
-    "FeatureExtractor",
-    "build_feature_extractor",
-    "check_images",
-]
+__all__ = ["FeatureExtractor", "check_images"]
 
 
 def check_images(
@@ -166,48 +157,3 @@ class _LogitsOf(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.extractor.logits(images)
-
-
-# ----------------------------------------------------------------------------------------------- registry
-def _digits(**kwargs) -> FeatureExtractor:
-    from scoresde.evaluation.classifier import digits_feature_extractor
-
-    return digits_feature_extractor(**kwargs)
-
-
-def _mnist(**kwargs) -> FeatureExtractor:
-    from scoresde.evaluation.classifier import mnist_feature_extractor
-
-    return mnist_feature_extractor(**kwargs)
-
-
-def _inception(**kwargs) -> FeatureExtractor:
-    from scoresde.evaluation.inception import InceptionFeatureExtractor
-
-    return InceptionFeatureExtractor(**kwargs)
-
-
-FEATURE_EXTRACTORS: dict[str, Callable[..., FeatureExtractor]] = {
-    "digits": _digits,
-    "mnist": _mnist,
-    "inception": _inception,
-}
-
-#: The feature network used by default for each data module name.
-DEFAULT_FEATURES: dict[str, str] = {
-    "digits": "digits",
-    "mnist": "mnist",
-    "cifar10": "inception",
-    "folder": "inception",
-}
-
-
-def build_feature_extractor(name: str, **kwargs) -> FeatureExtractor:
-    """Build the feature network registered as ``name`` (``digits``, ``mnist``, ``inception``) with keyword
-    arguments such as ``weights`` (a path; see each network) and ``device``."""
-    try:
-        factory = FEATURE_EXTRACTORS[name]
-    except KeyError:
-        valid = ", ".join(FEATURE_EXTRACTORS)
-        raise ValueError(f"unknown feature network {name!r}; valid: {valid}") from None
-    return factory(**kwargs)

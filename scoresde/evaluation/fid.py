@@ -29,14 +29,13 @@ from torchmetrics.image.inception import InceptionScore
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from scoresde.evaluation.features import FeatureExtractor
-from scoresde.evaluation.stats import ReferenceStats, compute_reference_stats
+from scoresde.evaluation.stats import ReferenceStats
 
 __all__ = [
     "ImageMetrics",
     "PrecomputedFeatures",
     "compute_image_metrics",
     "fid_from_features",
-    "frechet_distance",
     "inception_score_from_logits",
     "kid_from_features",
 ]
@@ -180,10 +179,3 @@ def compute_image_metrics(
         feature_network=extractor.name, fingerprint=extractor.fingerprint,
     )
 
-
-def frechet_distance(
-    extractor: FeatureExtractor, real: torch.Tensor, fake: torch.Tensor, batch_size: int = 500
-) -> float:
-    """FID between two sets of integer images (no cache): a convenience for one-off comparisons."""
-    reference = compute_reference_stats(extractor, real, "real", batch_size)
-    return fid_from_features(reference, extractor.extract(fake, batch_size)[0])

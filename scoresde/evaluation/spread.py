@@ -14,25 +14,9 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import torch
-
-from scoresde.evaluation.features import FeatureExtractor
-from scoresde.evaluation.fid import fid_from_features
-from scoresde.evaluation.samples import to_uint8
-from scoresde.evaluation.stats import ReferenceStats
-
-__all__ = [
-    "Comparison",
-    "SpreadResult",
-    "compare",
-    "fid_over_seed_sets",
-    "make_seed_sets",
-    "metric_over_seed_sets",
-    "within_spread",
-]
+__all__ = ["Comparison", "SpreadResult", "compare"]
 
 
 @dataclass(frozen=True)
@@ -79,53 +63,6 @@ class Comparison:
     message: str
 
 
-def make_seed_sets(num_sets: int, set_size: int, base_seed: int = 0) -> list[list[int]]:
-    """``num_sets`` disjoint lists of ``set_size`` consecutive per-sample seeds starting at ``base_seed``."""
-    if num_sets < 1 or set_size < 1:
-        raise ValueError(f"num_sets and set_size must be >= 1, got {num_sets}, {set_size}")
-    return [list(range(base_seed + i * set_size, base_seed + (i + 1) * set_size)) for i in range(num_sets)]
-
-
-def metric_over_seed_sets(
-    sample: Callable[[Sequence[int]], torch.Tensor],
-    seed_sets: Sequence[Sequence[int]],
-    metric: Callable[[torch.Tensor], float],
-    name: str = "metric",
-) -> SpreadResult:
-    """Call ``sample(seeds)`` for each seed set and ``metric`` on its samples; collect the values.
-    Non-finite values raise ``ValueError`` (a diverged run must be reported, not averaged)."""
-    if len(seed_sets) < 1:
-        raise ValueError("need at least one seed set")
-    values = []
-    for i, seeds in enumerate(seed_sets):
-        value = float(metric(sample(seeds)))
-        if not math.isfinite(value):
-            raise ValueError(f"{name} is {value} for seed set {i}; the samples are unusable")
-        values.append(value)
-    return SpreadResult(tuple(values), name)
-
-
-def fid_over_seed_sets(
-    sample: Callable[[Sequence[int]], torch.Tensor],
-    seed_sets: Sequence[Sequence[int]],
-    reference: ReferenceStats,
-    extractor: FeatureExtractor,
-    levels: int,
-    data_range: tuple[float, float] = (-1.0, 1.0),
-    batch_size: int = 500,
-) -> SpreadResult:
-    """FID against ``reference`` for each seed set. ``sample(seeds)`` returns one sample per seed, in
-    model space (quantized here with ``levels``/``data_range``) or as integers."""
-    if reference.fingerprint != extractor.fingerprint:
-        raise ValueError("reference statistics and feature network do not match (fingerprints differ)")
-
-    def fid(samples: torch.Tensor) -> float:
-        features = extractor.extract(to_uint8(samples, levels, data_range), batch_size)[0]
-        return fid_from_features(reference, features)
-
-    return metric_over_seed_sets(sample, seed_sets, fid, name="FID")
-
-
 def compare(a: SpreadResult, b: SpreadResult, num_std: float = 1.0) -> Comparison:
     """Whether ``a`` and ``b`` differ by no more than ``num_std * sqrt(std_a^2 + std_b^2)``. Needs at least
     two seed sets on each side (``ValueError`` otherwise)."""
@@ -144,7 +81,3 @@ def compare(a: SpreadResult, b: SpreadResult, num_std: float = 1.0) -> Compariso
                f"({num_std:g} std of the difference = {spread:.4g})")
     return Comparison(diff, spread, within, message)
 
-
-def within_spread(a: SpreadResult, b: SpreadResult, num_std: float = 1.0) -> bool:
-    """``compare(a, b, num_std).within``."""
-    return compare(a, b, num_std).within

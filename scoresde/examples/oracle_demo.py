@@ -6,7 +6,7 @@ import torch
 
 from ..losses import DSMLoss
 from ..oracle import GaussianMixture
-from ..sde import SDES
+from ..sde import VESDE, VPSDE, SubVPSDE
 
 
 def _scaled(score_fn, factor: float):
@@ -19,7 +19,7 @@ def oracle_demo(dim: int = 2, n: int = 20000, seed: int = 0) -> dict[str, float]
     gm = GaussianMixture.random(dim, 3, seed=seed)
     losses = {}
     print(f"{'sde':<6} {'DSM loss (exact score)':>24} {'DSM loss (score x 0.9)':>24} {'mean log p_0':>14}")
-    for name, cls in SDES.items():
+    for name, cls in (("vp", VPSDE), ("subvp", SubVPSDE), ("ve", VESDE)):
         sde = cls()
         x0 = gm.sample(n, 0.0, sde, generator=torch.Generator().manual_seed(seed))
         exact = gm.score_fn(sde)

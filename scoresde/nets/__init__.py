@@ -15,8 +15,6 @@ output then has x's shape but channels-last strides. See benchmarks/bench_nets.p
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import nn
 
 from .checkpoint import CheckpointMismatchError, load_score_sde_checkpoint
@@ -24,17 +22,6 @@ from .embeddings import GaussianFourierProjection, SinusoidalEmbedding, sinusoid
 from .mlp import MLP
 from .ncsnpp import NCSNpp
 from .unet import UNet
-
-NETWORKS: dict[str, type[nn.Module]] = {"mlp": MLP, "unet": UNet, "ncsnpp": NCSNpp}
-
-
-def build_network(name: str, **kwargs: Any) -> nn.Module:
-    """Instantiate the network registered as `name` ('mlp', 'unet', 'ncsnpp') with `kwargs`."""
-    try:
-        cls = NETWORKS[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown network {name!r}; valid names: {', '.join(sorted(NETWORKS))}") from None
-    return cls(**kwargs)
 
 
 def count_parameters(net: nn.Module, trainable_only: bool = False) -> int:
@@ -46,8 +33,6 @@ __all__ = [
     "MLP",
     "UNet",
     "NCSNpp",
-    "NETWORKS",
-    "build_network",
     "count_parameters",
     "load_score_sde_checkpoint",
     "CheckpointMismatchError",

@@ -8,21 +8,8 @@ from .em import SDE_METHODS, EulerMaruyama
 from .ode import ODE_METHODS, ProbabilityFlowODE, integrate, probability_flow_drift
 from .pc import CORRECTORS, PREDICTORS, PredictorCorrector
 
-#: config name -> sampler class (``solver=em|pc|ode``)
-SOLVERS = {"em": EulerMaruyama, "pc": PredictorCorrector, "ode": ProbabilityFlowODE}
-
-
-def build_solver(name: str, **kwargs) -> Sampler:
-    """Build a sampler by its config name; an unknown name raises an error listing the valid ones."""
-    try:
-        cls = SOLVERS[name.lower()]
-    except KeyError:
-        raise ValueError(f"unknown solver {name!r}; valid: {', '.join(SOLVERS)}") from None
-    return cls(**kwargs)
-
-
 __all__ = [
     "Sampler", "SamplingError", "NoiseSource", "tweedie_denoise", "EulerMaruyama", "SDE_METHODS",
     "PredictorCorrector", "PREDICTORS", "CORRECTORS", "ProbabilityFlowODE", "ODE_METHODS", "integrate",
-    "probability_flow_drift", "SOLVERS", "build_solver",
+    "probability_flow_drift",
 ]

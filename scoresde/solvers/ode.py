@@ -10,15 +10,12 @@ the state with the divergence integral).
 
 from __future__ import annotations
 
-import contextlib
-import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from scipy.integrate import solve_ivp
-from scipy.integrate._ivp.ivp import METHODS as _SCIPY_METHODS
-from threadpoolctl import ThreadpoolController
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from ..score import ScoreFn
@@ -27,19 +24,8 @@ from .base import CountingScore, Sampler, SamplingError
 
 __all__ = ["ProbabilityFlowODE", "integrate", "probability_flow_drift", "ODE_METHODS"]
 
-ODE_METHODS = tuple(_SCIPY_METHODS)
-_POOLS: ThreadpoolController | None = None
-
-
-def _blas_limit(threads: int | None):
-    """Cap the BLAS thread pools (a cached controller: building one scans the loaded libraries,
-    ~6 ms, too much to pay per solve)."""
-    global _POOLS
-    if not threads:
-        return contextlib.nullcontext()
-    if _POOLS is None:
-        _POOLS = ThreadpoolController()
-    return _POOLS.limit(limits=threads, user_api="blas")
+#: the methods of ``scipy.integrate.solve_ivp``
+ODE_METHODS = ("RK23", "RK45", "DOP853", "Radau", "BDF", "LSODA")
 
 
 def check_method(method) -> None:
@@ -48,15 +34,14 @@ def check_method(method) -> None:
         raise ValueError(f"unknown solve_ivp method {method!r}; valid: {', '.join(ODE_METHODS)}")
 
 
-def probability_flow_drift(score: ScoreFn, sde: SDE, x: torch.Tensor, t, *,
-                           score_input: torch.Tensor | None = None) -> torch.Tensor:
-    """``f(x, t) - g(t)^2 score(x, t) / 2``; ``t`` a float (one time for the batch) or a ``(B,)``
-    tensor. ``score_input``: where the score is evaluated, when it differs from ``x`` in dtype only
-    (the solvers pass scipy's float64 state as ``x`` and its copy in the model's dtype here, so the
-    drift comes out in float64 without a second cast)."""
-    xs = x if score_input is None else score_input
-    t_batch = torch.full((x.shape[0],), t, device=xs.device, dtype=xs.dtype) if isinstance(t, float) else t
-    return sde.reverse_drift(x, t, score(xs, t_batch), probability_flow=True)
+def probability_flow_drift(score: ScoreFn, sde: SDE, x: torch.Tensor, t: float,
+                           dtype: torch.dtype | None = None) -> torch.Tensor:
+    """The probability-flow drift (eq. 13) ``f(x, t) - g(t)^2 score(x, t) / 2`` at one time ``t`` for
+    the batch, in ``x``'s dtype; the score is evaluated in ``dtype`` (default: ``x``'s; the solvers
+    keep scipy's float64 state and call the model in its own dtype)."""
+    xs = x if dtype is None else x.to(dtype)
+    s = score(xs, torch.full((x.shape[0],), t, device=x.device, dtype=xs.dtype))
+    return sde.reverse_drift(x, t, s, probability_flow=True)
 
 
 def integrate(rhs: Callable[[float, torch.Tensor], torch.Tensor], y0: torch.Tensor, t0: float, t1: float, *,
@@ -65,36 +50,33 @@ def integrate(rhs: Callable[[float, torch.Tensor], torch.Tensor], y0: torch.Tens
     """Solve ``dy/dt = rhs(t, y)`` from ``t0`` to ``t1`` with ``solve_ivp``; returns ``(y(t1), nfev)``
     in ``y0``'s dtype.
 
-    scipy works on the flattened state in float64; ``rhs`` sees it as a float64 tensor of ``y0``'s
-    shape on ``y0``'s device (on the CPU a view of scipy's array: no copy) and returns the
-    derivative in any float dtype (float64 saves the cast back). ``blas_threads`` caps the BLAS
-    pool that scipy's step-size control runs in (threadpoolctl): torch's and BLAS's thread pools
-    fighting over the same cores made a 49k-dimensional solve 4-6x slower; ``None`` leaves it alone.
-    A NaN/inf in ``rhs`` or a failed solve raises :class:`SamplingError` naming ``t``.
+    scipy works on the flattened state in float64; ``rhs`` sees it in ``y0``'s dtype, shape and
+    device and returns the derivative. ``blas_threads`` caps the BLAS pool that scipy's step-size
+    control runs in (threadpoolctl): torch's and BLAS's thread pools fighting over the same cores
+    made a 49k-dimensional solve 4-6x slower; ``None`` leaves it alone. A NaN/inf in ``rhs`` or a
+    failed solve raises :class:`SamplingError` naming ``t``.
     """
     check_method(method)
     shape, dtype, device = y0.shape, y0.dtype, y0.device
     bar = tqdm(desc=desc, disable=not progress, leave=False, unit="nfe")
 
-    on_cpu = device.type == "cpu"
-
     def fun(t: float, y: np.ndarray) -> np.ndarray:
-        y_t = torch.from_numpy(y)
-        out = rhs(float(t), (y_t if on_cpu else y_t.to(device)).reshape(shape))
+        out = rhs(float(t), torch.from_numpy(y).to(device=device, dtype=dtype).reshape(shape))
         out = out.detach().reshape(-1).to(device="cpu", dtype=torch.float64).numpy()
-        # one reduction; a non-finite sum is confirmed entry-wise (a huge finite state can overflow it)
-        if not math.isfinite(out.sum()) and not np.isfinite(out).all():
+        if not np.isfinite(out).all():
             raise SamplingError(f"the ODE right-hand side is NaN/inf at t = {t:.6g}; try a looser tolerance, "
                                 "a larger eps, or check the model")
         bar.update(1)
         return out
 
     y_init = y0.detach().reshape(-1).to(device="cpu", dtype=torch.float64).numpy()
-    with _blas_limit(blas_threads):
-        try:
-            sol = solve_ivp(fun, (t0, t1), y_init, method=method, rtol=rtol, atol=atol)
-        finally:
-            bar.close()
+    limits = threadpool_limits(limits=blas_threads, user_api="blas") if blas_threads else None
+    try:
+        sol = solve_ivp(fun, (t0, t1), y_init, method=method, rtol=rtol, atol=atol)
+    finally:
+        bar.close()
+        if limits is not None:
+            limits.restore_original_limits()
     if not sol.success:
         raise SamplingError(f"solve_ivp ({method}) failed between t = {t0:.6g} and {t1:.6g} "
                             f"at t = {sol.t[-1]:.6g}: {sol.message}")
@@ -109,32 +91,43 @@ class ProbabilityFlowODE(Sampler):
         method: any ``scipy.integrate.solve_ivp`` method (``RK45``, ``RK23``, ``DOP853``, ``Radau``,
             ``BDF``, ``LSODA``).
         rtol, atol: tolerances of the adaptive solver (the paper's 1e-5).
+        per_example: solve each example as its own ODE with its own adaptive steps (as
+            :func:`scoresde.likelihood.log_likelihood` can), so a sample does not depend on the batch
+            it is drawn in nor on the number of processes; ``nfe`` is then the total over the
+            examples. Default: the whole batch is one ODE system whose steps the batch shares (one
+            network call per step for all examples: faster), so a sample equals its single-sample
+            solve within the tolerances, not bit for bit.
         blas_threads: see :func:`integrate`.
         eps, denoise, check_finite: see :class:`~scoresde.solvers.base.Sampler`.
-
-    The whole batch is one ODE system, so the adaptive steps are shared by the batch: with per-sample
-    seeds a sample equals its single-sample solve within the tolerances, not bit for bit.
     """
 
     def __init__(self, method="RK45", rtol: float = 1e-5, atol: float = 1e-5, eps: float | None = None,
-                 denoise: bool = False, blas_threads: int | None = 1, check_finite: bool = True):
+                 denoise: bool = True, per_example: bool = False, blas_threads: int | None = 1,
+                 check_finite: bool = True):
         super().__init__(eps=eps, denoise=denoise, check_finite=check_finite)
         check_method(method)
         if not (rtol > 0 and atol > 0):
             raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
-        self.method, self.rtol, self.atol, self.blas_threads = method, float(rtol), float(atol), blas_threads
+        self.method, self.rtol, self.atol = method, float(rtol), float(atol)
+        self.per_example, self.blas_threads = bool(per_example), blas_threads
 
     def _solve(self, counter: CountingScore, sde: SDE, x: torch.Tensor, t0: float, t1: float,
                progress: bool, desc: str) -> torch.Tensor:
-        dtype = x.dtype
+        """Integrate the probability flow from ``t0`` to ``t1`` in float64, the score in ``x``'s
+        dtype; example by example with ``per_example``."""
 
         def rhs(t: float, y: torch.Tensor) -> torch.Tensor:
             counter.step = counter.nfe  # the ODE's steps are its right-hand-side evaluations
-            return probability_flow_drift(counter, sde, y, t, score_input=y.to(dtype))
+            return probability_flow_drift(counter, sde, y, t, dtype=x.dtype)
 
-        y, _ = integrate(rhs, x, t0, t1, method=self.method, rtol=self.rtol, atol=self.atol,
-                         blas_threads=self.blas_threads, progress=progress, desc=desc)
-        return y
+        def solve(x0: torch.Tensor) -> torch.Tensor:
+            y, _ = integrate(rhs, x0.double(), t0, t1, method=self.method, rtol=self.rtol, atol=self.atol,
+                             blas_threads=self.blas_threads, progress=progress, desc=desc)
+            return y.to(x.dtype)
+
+        if not self.per_example:
+            return solve(x)
+        return torch.cat([solve(x[i:i + 1]) for i in range(x.shape[0])])
 
     @torch.no_grad()
     def sample(self, score_fn: ScoreFn, sde: SDE, shape, *, generator: torch.Generator | None = None,

@@ -5,10 +5,13 @@ On the grid ``T = t_0 > t_1 > ... > t_N = eps`` each step corrects the samples a
 reverse-time step. Every predictor and corrector is one short function of the same signature,
 ``(x, step, score, sde, noise) -> (x, x_mean)`` for predictors and
 ``(x, step, score, sde, noise, snr) -> (x, x_mean)`` for correctors, with ``step`` a :class:`Step`
-(the times and the exact transition coefficients of ``t_i -> t_{i+1}``), ``score(x)`` the score at
+(the time, the step size and the SDE's coefficients of ``t_i -> t_{i+1}``), ``score(x)`` the score at
 ``t_i``, ``noise()`` a fresh standard normal draw and ``x_mean`` the update without its noise.
-The coefficients of all steps are computed once per call, in float64, in one vectorised pass over
-the grid (:meth:`Step.grid`), so the inner loop does tensor work only.
+
+The coefficients of a step come from the SDE (:meth:`SDE.transition`, :meth:`SDE.langevin_alpha`,
+:meth:`SDE.std`), evaluated for the whole grid at once (:meth:`Step.grid`): per step they cost ~30
+small float64 tensor operations, about 4% of a step with the benchmark's U-Net
+(benchmarks/README.md), so they are not recomputed inside the loop.
 """
 
 from __future__ import annotations
@@ -28,42 +31,44 @@ __all__ = ["PredictorCorrector", "PREDICTORS", "CORRECTORS", "Step"]
 
 
 class Step(NamedTuple):
-    """One step ``t -> t - dt`` of the grid. With the exact forward transition
-    ``x_t = r x_{t-dt} + q z`` (:meth:`SDE.transition`): ``r``, ``q``, and the kernel's standard
-    deviations ``std = s(t)``, ``std_next = s(t - dt)``. Python floats."""
+    """One step ``t -> t - dt`` of the grid (Python floats): the exact forward transition
+    ``x_t = r x_{t-dt} + q z`` (:meth:`SDE.transition`), the Langevin signal scale ``alpha``
+    (:meth:`SDE.langevin_alpha`) and the kernel's standard deviations ``std = s(t)``,
+    ``std_next = s(t - dt)``."""
 
     t: float
     dt: float
     r: float
     q: float
+    alpha: float
     std: float
     std_next: float
 
     @classmethod
     def grid(cls, sde: SDE, steps: int, eps: float) -> list[Step]:
-        """The ``steps`` steps from ``T`` to ``eps``, all coefficients in one float64 pass."""
+        """The ``steps`` steps from ``T`` to ``eps``."""
         times = time_grid(steps, eps, sde.T)
         t, dt = times[:-1], times[:-1] - times[1:]
         r, q = sde.transition(t, dt)
-        columns = (t, dt, r, q, sde.std(t), sde.std(times[1:]))
+        columns = (t, dt, r, q, sde.langevin_alpha(t, dt), sde.std(t), sde.std(times[1:]))
         return [cls(*row) for row in zip(*(c.tolist() for c in columns))]
 
 
 # --- predictors: t -> t - dt ---------------------------------------------------------------
 def euler_maruyama_predictor(x, step: Step, score, sde: SDE, noise):
     """``x_mean = x - [f - g^2 score] dt``, ``x = x_mean + g sqrt(dt) z``."""
-    t, dt = step.t, step.dt
-    x_mean = torch.add(x, sde.reverse_drift(x, t, score(x)), alpha=-dt)
-    return torch.add(x_mean, noise(), alpha=sde.diffusion(t) * math.sqrt(dt)), x_mean
+    x_mean = x - sde.reverse_drift(x, step.t, score(x)) * step.dt
+    return x_mean + sde.diffusion(step.t) * math.sqrt(step.dt) * noise(), x_mean
 
 
 def reverse_diffusion_predictor(x, step: Step, score, sde: SDE, noise):
-    """Reverse of the forward discretisation ``x_t = x_s + f_d + G_d z`` (eq. 46-47):
-    ``x_mean = x - f_d + G_d^2 score``, ``x = x_mean + G_d z``; with the exact transition
-    ``f_d = (r - 1) x``, ``G_d = q`` (:meth:`SDE.transition`)."""
-    r, q = step.r, step.q
-    x_mean = torch.add(x * (2.0 - r) if r != 1.0 else x, score(x), alpha=q * q)
-    return torch.add(x_mean, noise(), alpha=q), x_mean
+    """Reverse of the forward discretisation ``x_t = x_{t-dt} + f + G z`` (eq. 46-47):
+    ``x_mean = x - f + G^2 score``, ``x = x_mean + G z``; with the exact Gaussian transition
+    ``x_t = r x_{t-dt} + q z`` the forward step's ``f = (r - 1) x`` and ``G = q`` (for VP DDPM's
+    ``sqrt(1 - beta_i)`` and ``sqrt(beta_i)``, for VE SMLD's ``sqrt(sigma_i^2 - sigma_{i-1}^2)``)."""
+    f, G = (step.r - 1.0) * x, step.q
+    x_mean = x - f + G**2 * score(x)
+    return x_mean + G * noise(), x_mean
 
 
 def ancestral_predictor(x, step: Step, score, sde: SDE, noise):
@@ -73,8 +78,8 @@ def ancestral_predictor(x, step: Step, score, sde: SDE, noise):
     paper's SMLD ancestral step; for VP it is DDPM's step with the posterior variance ``beta_tilde``
     (the paper's code uses the upper choice ``beta``); it is defined for sub-VP as well."""
     r, q = step.r, step.q
-    x_mean = torch.add(x, score(x), alpha=q * q) / r
-    return torch.add(x_mean, noise(), alpha=q * step.std_next / step.std), x_mean
+    x_mean = (x + q**2 * score(x)) / r
+    return x_mean + q * step.std_next / step.std * noise(), x_mean
 
 
 def no_predictor(x, step, score, sde, noise):
@@ -88,7 +93,7 @@ def langevin_corrector(x, step: Step, score, sde: SDE, noise, snr: float):
 
         h = 2 alpha snr^2 E||z||^2 / E||s||^2  with  E||z||^2 = D,  E||s||^2 -> D / s(t)^2,
 
-    i.e. ``h = 2 alpha (snr s(t))^2`` with ``alpha = r^2`` (:meth:`SDE.langevin_alpha`).
+    i.e. ``h = 2 alpha (snr s(t))^2`` with ``alpha`` = :meth:`SDE.langevin_alpha`.
 
     Why not the paper's rule ``h = 2 alpha (snr ||z|| / ||s||)^2``: its code averages the norms
     over the batch, so a sample changes with the batch it is drawn in; taking each sample's own
@@ -99,9 +104,9 @@ def langevin_corrector(x, step: Step, score, sde: SDE, noise, snr: float):
     bound (the Fisher information of ``p_t = p_0 * N(0, s^2 I)`` never exceeds the kernel's; the
     two agree at high noise, where the paper's rule is calibrated). The step is a function of
     ``t`` alone: batch-independent, unbiased as ``h -> 0``, and bounded everywhere."""
-    h = 2.0 * step.r**2 * (snr * step.std) ** 2
-    x_mean = torch.add(x, score(x), alpha=h)
-    return torch.add(x_mean, noise(), alpha=math.sqrt(2.0 * h)), x_mean
+    h = 2.0 * step.alpha * (snr * step.std) ** 2
+    x_mean = x + h * score(x)
+    return x_mean + math.sqrt(2.0 * h) * noise(), x_mean
 
 
 def ald_corrector(x, step: Step, score, sde: SDE, noise, snr: float):
@@ -109,8 +114,8 @@ def ald_corrector(x, step: Step, score, sde: SDE, noise, snr: float):
     proportional to the noise variance with no signal scale (``alpha = 1``, as NCSN's VE setting;
     for VE it coincides with :func:`langevin_corrector`)."""
     h = 2.0 * (snr * step.std) ** 2
-    x_mean = torch.add(x, score(x), alpha=h)
-    return torch.add(x_mean, noise(), alpha=math.sqrt(2.0 * h)), x_mean
+    x_mean = x + h * score(x)
+    return x_mean + math.sqrt(2.0 * h) * noise(), x_mean
 
 
 def no_corrector(x, step, score, sde, noise, snr):
@@ -136,7 +141,9 @@ class PredictorCorrector(Sampler):
         snr: signal-to-noise ratio of the corrector (the paper's 0.16).
         corrector_steps: corrector moves per step.
         steps: predictor steps from ``T`` to ``eps``.
-        eps, denoise, check_finite: see :class:`~scoresde.solvers.base.Sampler`.
+        eps, denoise, check_finite: see :class:`~scoresde.solvers.base.Sampler`. The sampler returns
+            the state after the last predictor step (its noise included), or with ``denoise`` its
+            Tweedie estimate, as every sampler does.
     """
 
     def __init__(self, predictor: str = "reverse_diffusion", corrector: str = "langevin", snr: float = 0.16,
@@ -165,21 +172,16 @@ class PredictorCorrector(Sampler):
         n_correct = self.corrector_steps if self.corrector != "none" else 0
         eps = self._eps(sde)
         grid = Step.grid(sde, self.steps, eps)
-        batch = x.shape[0]
         for i in tqdm(range(self.steps), desc=f"pc {self.predictor}/{self.corrector}", disable=not progress,
                       leave=False):
             counter.step = i
             step = grid[i]
-            t_batch = torch.full((batch,), step.t, device=x.device, dtype=x.dtype)
+            t_batch = torch.full((x.shape[0],), step.t, device=x.device, dtype=x.dtype)
 
             def score(y, t_batch=t_batch):
                 return counter(y, t_batch)
 
             for _ in range(n_correct):
                 x, _ = correct(x, step, score, sde, noise, self.snr)
-            x, x_mean = predict(x, step, score, sde, noise)
-        if self.predictor != "none":
-            # the last predictor noise is not followed by any correction: keep its mean (the paper's
-            # noise removal) unless Tweedie denoising is asked for
-            x = x_mean if self.denoise else x
+            x, _ = predict(x, step, score, sde, noise)
         return self._finish(counter, sde, x, eps)

@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig
 
 from scoresde.evaluation import (
-    DEFAULT_FEATURES,
+    FEATURE_EXTRACTORS,
     SpreadResult,
     build_feature_extractor,
     compare,
@@ -100,12 +100,10 @@ def image_quality(
     model-space image samples ``sample_sets`` (one tensor per seed set) of the data module ``dm``."""
     name = ecfg.get("feature_network", "auto")
     if name in (None, "auto"):
-        if dm.name not in DEFAULT_FEATURES:
-            raise ConfigError(
-                f"no default feature network for data={dm.name}; set task.feature_network to one of "
-                f"{', '.join(sorted(set(DEFAULT_FEATURES.values())))}"
-            )
-        name = DEFAULT_FEATURES[dm.name]
+        raise ConfigError(
+            f"no default feature network for data={dm.name}; set data._feature_network_ or "
+            f"task.feature_network to one of {', '.join(FEATURE_EXTRACTORS)}"
+        )
     kwargs = {"weights": ecfg["feature_weights"]} if ecfg.get("feature_weights") else {}
     extractor = build_feature_extractor(name, **kwargs)
     batch = int(ecfg.get("batch_size", 500))
@@ -210,6 +208,8 @@ def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Samples over seed sets from ``ckpt_path`` with ``solver``, their quality metrics and bits/dim."""
     check_keys(cfg, EVALUATE_RULES)
     ecfg = plain(cfg.task)
+    if ecfg.get("feature_network") in (None, "auto"):  # the data set's default
+        ecfg["feature_network"] = cfg.data.get("_feature_network_")
     run_dir, model, dm = start_from_checkpoint(cfg)
     solver = solver_from_config(cfg)
     seed_sets = evaluation_seed_sets(

@@ -66,10 +66,6 @@ def instantiate(cfg: Mapping[str, Any], **overrides: Any) -> Any:
         ) from err
 
 
-#: network constructor arguments that follow from the data's per-example shape
-_SHAPE_KEYS = ("in_channels", "image_size", "dim")
-
-
 def adapt_network_config(cfg: Mapping[str, Any], shape: tuple[int, ...]) -> dict[str, Any]:
     """Fill the shape arguments of a network config (``in_channels``/``image_size`` for images
     ``(C, H, W)``, ``dim`` for vectors ``(D,)``) from the data shape, so one model preset serves
