@@ -22,9 +22,12 @@ score ``U s(U^T u, t)``: :func:`impute` works on ``u`` and maps back with ``U^T`
 * ``"smc"``: a particle filter over the same reverse kernels, SMCDiff (Trippe et al., "Diffusion
   probabilistic modeling of protein backbones in 3D for the motif-scaffolding problem", ICLR 2023,
   arXiv:2206.04119). One forward path ``y_T, ..., y_eps = y`` of the observation is drawn; ``particles``
-  copies of each row move by the reverse kernel ``N(mean(x_t), std^2 I)`` with the known coordinates
-  pinned to the path, weighted by that kernel's density of the next known values
-  ``N(y_{t'}; mean(x_t)_o, std^2 I)``, resampled when the effective sample size drops under half.
+  copies of each row (a population: all particles of the rows that share an observation) move by the
+  reverse kernel ``N(mean(x_t), std^2 I)`` with the known coordinates pinned to the path, weighted by
+  that kernel's density of the next known values ``N(y_{t'}; mean(x_t)_o, std^2 I)``, resampled when
+  the effective sample size drops under half. Rows sharing an observation are therefore coupled (a
+  row then depends on its batch); ``N`` rows of one observation with ``particles=1`` are one
+  population of ``N``, which is how to draw many samples of one observation.
   Because the forward noise of the known coordinates does not depend on the unknown ones, the
   weighted particles target ``p_eps(x_u | x_o = y)`` exactly as ``particles -> inf`` (for exact
   scores and small steps); one particle per row is returned, drawn by the final weights.
@@ -159,7 +162,7 @@ def impute(sampler: Sampler, score_fn: ScoreFn, sde: SDE, known: torch.Tensor, m
         method: ``"paper"`` (replacement, Algorithms 4-5) or ``"smc"`` (particle filter, SMCDiff).
         generator, seeds: the noise (``seeds``: one per row, a row independent of its batch).
         steps: the grid (default: the sampler's ``steps``; 100 for the ODE, which has no grid).
-        particles: particles per row for ``"smc"``.
+        particles: particles per row for ``"smc"`` (rows with equal observations pool theirs).
 
     Returns samples shaped like ``known``: the known coordinates equal the observation exactly for
     ``U = I`` (and to rounding, ``~1e-7``, through ``U^T`` otherwise).
@@ -312,8 +315,9 @@ def _smc(kernel, score, sde: SDE, y, mask, noise: NoiseSource, times: list[float
     """SMCDiff (Trippe et al. 2023). A population is all particles of the rows that share an
     observation (``K`` per row); its known coordinates are pinned to one forward path
     ``y_T, ..., y_eps = y`` of that observation, its particles weighted by the reverse kernel's density
-    ``N(y_{t'}; mean(x_t)_o, std^2 I)`` of the next known values and resampled (multinomial, within the
-    population) when its effective sample size falls below half its size."""
+    ``N(y_{t'}; mean(x_t)_o, std^2 I)`` of the next known values and resampled (systematically, within
+    the population) when its effective sample size falls below half its size; the returned particles
+    are a final systematic resample, shuffled within the population."""
     correctors, predictor = kernel
     batch, k = noise.batch, noise.shape[0]
     flat = (batch * k, *y.shape[1:])
@@ -343,7 +347,12 @@ def _smc(kernel, score, sde: SDE, y, mask, noise: NoiseSource, times: list[float
         x = torch.where(mask_p, path[i + 1], mean[ancestors] + std * draw())
         bar.update(1)
     _, ancestors = _resample(log_w, members, valid, draw, threshold=float("inf"))
-    return x[ancestors].reshape(batch, k, *y.shape[1:])[:, 0]
+    # shuffle within each population: a row gets a uniformly random member of the resampled set
+    u = draw().reshape(batch * k, -1)[:, 0][members].masked_fill(~valid, math.inf)
+    shuffled = members.gather(1, torch.argsort(u, dim=1))
+    order = torch.arange(batch * k, device=y.device)
+    order[members[valid]] = shuffled[valid]
+    return x[ancestors[order]].reshape(batch, k, *y.shape[1:])[:, 0]
 
 
 def _populations(observed: torch.Tensor, mask: torch.Tensor):
@@ -364,15 +373,20 @@ def _populations(observed: torch.Tensor, mask: torch.Tensor):
     return members, valid, members[group, 0]
 
 
-def _resample(log_w: torch.Tensor, members, valid, draw, threshold: float):
-    """Multinomial resampling within each population whose effective sample size is below
-    ``threshold`` times its size (inverse CDF of uniforms ``Phi(z)``). Returns the new log-weights
-    (zero where resampled) and the ancestor of every particle."""
+def _resample(log_w: torch.Tensor, members, valid, draw, threshold: float, systematic: bool = True):
+    """Resampling within each population whose effective sample size is below ``threshold`` times its
+    size: systematic (one uniform ``U`` per population, points ``(j + U) / M``; lower variance than
+    multinomial, Douc & Cappe 2005) or multinomial (one uniform per particle), by the inverse CDF of
+    the weights; uniforms are ``Phi(z)`` of the noise source's draws. Returns the new log-weights (zero
+    where resampled) and the ancestor of every particle."""
     lw = log_w[members].masked_fill(~valid, -math.inf)  # (G, M)
     w = torch.softmax(lw, dim=1)
-    redo = w.pow(2).sum(1).reciprocal() < threshold * valid.sum(1)  # (G,)
-    u = torch.special.ndtr(draw().reshape(log_w.shape[0], -1)[:, 0].double())[members]
-    pick = torch.searchsorted(w.cumsum(1), u).clamp_max(valid.sum(1, keepdim=True) - 1)
+    size = valid.sum(1, keepdim=True)
+    redo = w.pow(2).sum(1).reciprocal() < threshold * size[:, 0]  # (G,)
+    u = torch.special.ndtr(draw().reshape(log_w.shape[0], -1)[:, 0].double())[members]  # (G, M)
+    if systematic:
+        u = (torch.arange(members.shape[1], device=u.device) + u[:, :1]) / size
+    pick = torch.searchsorted(w.cumsum(1), u).clamp_max(size - 1)
     chosen = torch.where(redo[:, None], members.gather(1, pick), members)
     ancestors = torch.arange(log_w.shape[0], device=log_w.device)
     ancestors[members[valid]] = chosen[valid]
