@@ -53,14 +53,14 @@ from collections.abc import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .score import ScoreFn
+from .score import NetworkScore, ScoreFn
 from .sde import SDE
 from .solvers import EulerMaruyama, PredictorCorrector, ProbabilityFlowODE, integrate, probability_flow_drift
 from .solvers.base import NoiseSource, Sampler, tweedie_denoise
 
 __all__ = [
     "classifier_guided_score", "cfg_score", "impute", "colorization_transform", "over_channels",
-    "IMPUTATION_METHODS",
+    "IMPUTATION_METHODS", "network_classifier", "class_conditional_score",
 ]
 
 #: the imputation methods of :func:`impute`
@@ -130,6 +130,31 @@ def cfg_score(cond_score_fn: Callable, y, scale: float, null_label: int) -> Scor
         return (1.0 + scale) * cond - scale * cond_score_fn(x, t, torch.full_like(labels, null_label))
 
     return guided
+
+
+def network_classifier(net: Callable, sde: SDE) -> Callable:
+    """``logits_fn(x, t) = net(x, sde.noise_label(t))`` from a noise-conditional classifier network
+    (``net.num_classes`` logits), for :func:`classifier_guided_score`."""
+    num_classes = getattr(net, "num_classes", None)
+
+    def logits_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return net(x, sde.noise_label(torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])))
+
+    logits_fn.num_classes = num_classes
+    return logits_fn
+
+
+def class_conditional_score(net: Callable, sde: SDE, parameterization: str = "eps") -> Callable:
+    """``cond_score_fn(x, t, y)`` from a class-conditional network ``net(x, c, y)`` (``net.num_classes
+    > 0``; its ``null_label`` is the unconditional model), for :func:`cfg_score`."""
+    if not getattr(net, "num_classes", 0):
+        raise ValueError("classifier-free guidance needs a class-conditional score model; this one has no "
+                         "class conditioning (train it with model.num_classes=K)")
+
+    def cond_score_fn(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return NetworkScore(lambda v, c: net(v, c, y), sde, parameterization)(x, t)
+
+    return cond_score_fn
 
 
 # --- the orthogonal transform ------------------------------------------------------------------
