@@ -7,8 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
+from scoresde.conditional import class_conditional_score
+from scoresde.solvers import EulerMaruyama
 from scoresde.tasks import compose_config, run_task
 from scoresde.tasks.common import ConfigError
+from scoresde.train import load_score_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -22,14 +25,19 @@ def runs(tmp_path_factory):
     run_task(compose_config(*TINY, "task.sample=false", "task.likelihood=false", "validation.bpd_examples=0",
                             "validation.num_samples=4", "validation.solver.steps=2",
                             output_dir=root / "score"))
+    metrics = run_task(compose_config(*TINY, "task.sample=false", "task.likelihood=false",
+                                      "model.num_classes=10", "validation.bpd_examples=0",
+                                      "validation.num_samples=4", "validation.solver.steps=2",
+                                      output_dir=root / "cond"))
+    assert metrics["global_step"] == 2
     metrics = run_task(compose_config(*TINY, "task=train_classifier", "task.classifier.ch=8",
                                       output_dir=root / "clf"))
     assert metrics["num_classes"] == 10 and 0 <= metrics["val/acc_t0"] <= 1
     return root
 
 
-def sample(runs, out, *overrides):
-    ckpt = runs / "score" / "checkpoints" / "last.ckpt"
+def sample(runs, out, *overrides, model="score"):
+    ckpt = runs / model / "checkpoints" / "last.ckpt"
     return run_task(compose_config("task=sample", "threads=1", f"ckpt_path={ckpt}", "solver.steps=4",
                                    *overrides, output_dir=out))
 
@@ -55,6 +63,22 @@ def test_class_guidance_with_a_trained_classifier(runs, tmp_path):
     assert m["labels"] == [0, 7] and m["scale"] == 2.0
     saved = torch.load(tmp_path / "condition.pt", weights_only=False)
     assert saved["samples"].shape == (6, 1, 8, 8) and saved["labels"].tolist() == [0, 0, 0, 7, 7, 7]
+
+
+def test_classifier_free_guidance_of_a_class_conditional_model(runs, tmp_path):
+    """A U-Net trained with model.num_classes=10 (label dropout): condition=cfg draws one row per class; at
+    w = 0 the samples are the conditional model's own (the same seeds and labels)."""
+    m = sample(runs, tmp_path, "condition=cfg", "condition.labels=[1,2]", "condition.per_class=2",
+               "condition.scale=0.0", model="cond")["condition"]
+    assert m["labels"] == [1, 2]
+    saved = torch.load(tmp_path / "condition.pt", weights_only=False)
+    model = load_score_model(runs / "cond" / "checkpoints" / "last.ckpt")
+    assert model.net.num_classes == 10 and model.hparams.label_dropout == 0.1
+    y = torch.tensor([1, 1, 2, 2])
+    cond = class_conditional_score(model.net, model.sde)
+    x = EulerMaruyama(steps=4).sample(lambda v, t: cond(v, t, y), model.sde, (4, 1, 8, 8),
+                                      seeds=saved["seeds"])
+    torch.testing.assert_close(saved["samples"], x)
 
 
 def test_bad_conditions_get_clear_errors(runs, tmp_path):

@@ -191,6 +191,7 @@ def build_score_model(cfg: DictConfig, info: dict[str, Any]) -> ScoreModel:
         val_sample_every=val["sample_every"],
         val_bpd_examples=val["bpd_examples"],
         val_bpd_rtol=val["bpd_rtol"],
+        label_dropout=m.get("label_dropout", 0.1),
     )
 
 

@@ -90,7 +90,13 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     try:
-        trainer.fit(model, datamodule=dm, ckpt_path=resume)
+        if getattr(model.net, "num_classes", 0):  # class-conditional: (x, y) batches, label dropout
+            from scoresde.train.classifier import labelled_loader
+
+            trainer.fit(model, train_dataloaders=labelled_loader(dm, "train", True),
+                        val_dataloaders=labelled_loader(dm, "val", False), ckpt_path=resume)
+        else:
+            trainer.fit(model, datamodule=dm, ckpt_path=resume)
     except TrainingDivergedError:
         log.error("training diverged; nothing after the last checkpoint was written")
         raise
