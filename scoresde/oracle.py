@@ -13,6 +13,21 @@ no matrix is factorised per time. All arithmetic is float64; results come back i
 
 Use it to benchmark solvers without training (``GaussianMixture.score_fn(sde)``) and as the
 reference of our correctness tests (samplers, likelihood, losses).
+
+Controllable generation (:mod:`scoresde.conditional`) is checked against three more closed forms:
+
+* the exact time-dependent classifier ``p_t(k | x) = r_k(x)`` (:meth:`GaussianMixture.classifier_fn`
+  gives its logits ``log w_k + log N_k``) and the class-conditional score ``grad log p_t(x | k)``, the
+  score of component ``k`` alone (:meth:`GaussianMixture.class_score_fn`, :meth:`GaussianMixture.component`);
+* ``p_t`` itself as a mixture (:meth:`GaussianMixture.diffused`), a linear map of the data
+  (:meth:`GaussianMixture.transformed`: ``A x`` is a mixture with means ``A mu_k``, covariances
+  ``A Sigma_k A^T``);
+* the conditional ``p(x_u | x_o = y)`` of known coordinates ``o`` (:meth:`GaussianMixture.condition`):
+  a mixture of the Gaussian conditionals
+
+      mu_k|y = mu_k,u + S_k,uo S_k,oo^-1 (y - mu_k,o),   S_k|y = S_k,uu - S_k,uo S_k,oo^-1 S_k,ou,
+
+  reweighted ``w_k|y ∝ w_k N(y; mu_k,o, S_k,oo)``.
 """
 
 from __future__ import annotations
@@ -132,10 +147,7 @@ class GaussianMixture:
 
     def score(self, x: torch.Tensor, t, sde: SDE) -> torch.Tensor:
         """``grad_x log p_t(x)``, shaped like ``x``."""
-        y, var, joint = self._components(x, t, sde)
-        resp = torch.softmax(joint, dim=1)  # (B, K)
-        evecs = self._params(y.device)[3]
-        comp = -torch.einsum("bke,kde->bkd", y / var, evecs)  # -C_k^-1 (x - m mu_k)
+        comp, resp = self._component_scores(x, t, sde)
         return (resp[..., None] * comp).sum(1).reshape(x.shape).to(x.dtype)
 
     def score_fn(self, sde: SDE):
@@ -182,6 +194,90 @@ class GaussianMixture:
         x = self.sample(num_samples, sde.T, sde, generator=generator, dtype=torch.float64)
         ratio = self.log_prob(x, sde.T, sde) - sde.prior_logp(x)
         return float(ratio.mean()), float(ratio.std() / math.sqrt(num_samples))
+
+    # --- controllable generation: classifier, class-conditional scores, conditionals -------------
+    def classifier_fn(self, sde: SDE):
+        """The exact noise-conditional classifier: ``logits_fn(x, t) -> (B, K)`` with
+        ``softmax(logits) = p_t(k | x) = r_k(x)`` (the logits are ``log w_k + log N_k(x; t)``).
+        Differentiable in ``x``; ``logits_fn.num_classes = K``."""
+
+        def logits_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return self._components(x, t, sde)[2].to(x.dtype)
+
+        logits_fn.num_classes = self.num_components
+        return logits_fn
+
+    def class_score_fn(self, sde: SDE, null_label: int | None = None):
+        """The exact class-conditional score ``score_fn(x, t, y) = grad log p_t(x | k = y)``, the
+        score of component ``y`` alone; rows with ``y == null_label`` get the unconditional score
+        ``grad log p_t(x)`` (what a classifier-free model learns for its null label)."""
+
+        def score_fn(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            y = torch.as_tensor(y, device=x.device).expand(x.shape[0])
+            comp, resp = self._component_scores(x, t, sde)
+            null = (y == null_label) if null_label is not None else torch.zeros_like(y, dtype=torch.bool)
+            if ((y < 0) | (y >= self.num_components))[~null].any():
+                raise ValueError(f"labels must lie in [0, {self.num_components}) or be the null label")
+            k = torch.where(null, 0, y)
+            out = comp[torch.arange(x.shape[0], device=x.device), k]
+            out = torch.where(null[:, None], (resp[..., None] * comp).sum(1), out)
+            return out.reshape(x.shape).to(x.dtype)
+
+        return score_fn
+
+    def _component_scores(self, x: torch.Tensor, t, sde: SDE) -> tuple[torch.Tensor, torch.Tensor]:
+        """``-C_k^-1 (x - m mu_k)`` per component (B, K, D) and the responsibilities (B, K)."""
+        y, var, joint = self._components(x, t, sde)
+        comp = -torch.einsum("bke,kde->bkd", y / var, self._params(y.device)[3])
+        return comp, torch.softmax(joint, dim=1)
+
+    def component(self, k: int) -> GaussianMixture:
+        """Component ``k`` alone, as a one-component mixture (exact draws of class ``k``)."""
+        if not 0 <= int(k) < self.num_components:
+            raise ValueError(f"component {k} outside [0, {self.num_components})")
+        k = int(k)
+        return GaussianMixture([1.0], self.means[k:k + 1].reshape(1, *self.event_shape), self.covs[k:k + 1])
+
+    def diffused(self, t: float, sde: SDE) -> GaussianMixture:
+        """``p_t`` as a mixture: means ``m(t) mu_k``, covariances ``m(t)^2 Sigma_k + s(t)^2 I``."""
+        m, s = float(sde.mean_coef(float(t))), float(sde.std(float(t)))
+        covs = m**2 * self.covs + s**2 * torch.eye(self.dim, dtype=torch.float64)
+        return GaussianMixture(self.weights, m * self.means.reshape(-1, *self.event_shape), covs)
+
+    def transformed(self, matrix: torch.Tensor) -> GaussianMixture:
+        """The law of ``A x`` for an invertible ``(D, D)`` matrix ``A`` acting on the flattened event:
+        means ``A mu_k``, covariances ``A Sigma_k A^T``; same event shape."""
+        a = torch.as_tensor(matrix, dtype=torch.float64)
+        if tuple(a.shape) != (self.dim, self.dim):
+            raise ValueError(f"matrix must have shape ({self.dim}, {self.dim}), got {tuple(a.shape)}")
+        covs = a @ self.covs @ a.T
+        means = (self.means @ a.T).reshape(-1, *self.event_shape)
+        return GaussianMixture(self.weights, means, 0.5 * (covs + covs.transpose(1, 2)))
+
+    def condition(self, values: torch.Tensor, mask: torch.Tensor) -> GaussianMixture:
+        """The exact conditional ``p(x_u | x_o = y)`` with ``o`` the coordinates where ``mask`` is
+        True (``values`` and ``mask`` event-shaped; values at unknown coordinates are ignored): a
+        mixture over the ``D_u`` unknown coordinates (event shape ``(D_u,)``, in flattened order) of
+        the Gaussian conditionals, reweighted by each component's evidence ``N(y; mu_k,o, S_k,oo)``."""
+        mask = torch.as_tensor(mask, dtype=torch.bool).expand(self.event_shape).reshape(-1)
+        y = torch.as_tensor(values, dtype=torch.float64).reshape(-1)
+        if y.numel() != self.dim:
+            raise ValueError(f"values must have the event shape {self.event_shape}")
+        if mask.all() or not mask.any():
+            raise ValueError("mask must mark some but not all coordinates as known")
+        o, u = mask.nonzero()[:, 0], (~mask).nonzero()[:, 0]
+        cov, mu = self.covs, self.means
+        s_oo, s_uo, s_uu = cov[:, o][:, :, o], cov[:, u][:, :, o], cov[:, u][:, :, u]
+        chol = torch.linalg.cholesky(s_oo)  # (K, O, O)
+        diff = (y[o] - mu[:, o])[..., None]  # (K, O, 1)
+        gain = torch.cholesky_solve(s_uo.transpose(1, 2), chol).transpose(1, 2)  # S_uo S_oo^-1
+        means = mu[:, u] + (gain @ diff)[..., 0]
+        covs = s_uu - gain @ s_uo.transpose(1, 2)
+        white = torch.linalg.solve_triangular(chol, diff, upper=False)[..., 0]
+        log_evidence = -0.5 * ((white**2).sum(-1) + 2 * chol.diagonal(dim1=1, dim2=2).log().sum(-1)
+                               + o.numel() * math.log(2 * math.pi))
+        weights = torch.softmax(self.weights.log() + log_evidence, dim=0)
+        return GaussianMixture(weights.clamp_min(1e-300), means, 0.5 * (covs + covs.transpose(1, 2)))
 
     def __repr__(self) -> str:
         return f"GaussianMixture(K={self.num_components}, event_shape={self.event_shape})"

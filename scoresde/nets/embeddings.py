@@ -26,6 +26,20 @@ def batch_labels(c: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
     return c
 
 
+def class_labels(y: torch.Tensor | int | None, x: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Class labels as a (B,) int64 tensor on x's device, checked to lie in 0..num_classes (the last,
+    ``num_classes``, is the null label; None means the null label for the whole batch)."""
+    if y is None:
+        y = num_classes
+    y = batch_labels(y, x)
+    if y.is_floating_point():
+        raise ValueError(f"class labels must be integers, got {y.dtype}")
+    if ((y < 0) | (y > num_classes)).any():
+        raise ValueError(f"class labels must lie in 0..{num_classes - 1} (or {num_classes}, the null label), "
+                         f"got {int(y[(y < 0) | (y > num_classes)][0])}")
+    return y.long()
+
+
 def sinusoidal_embedding(c: torch.Tensor, dim: int, max_positions: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding of labels c (B,) into (B, dim).
 

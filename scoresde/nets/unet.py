@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .embeddings import batch_labels, make_embedding
+from .embeddings import batch_labels, class_labels, make_embedding
 from .layers import AttnBlock, Downsample, ResnetBlockDDPM, Upsample, conv3x3, dense, group_norm
 
 
@@ -34,14 +34,21 @@ class UNet(nn.Module):
     `resample_with_conv`.
     The label embedding ('positional' or 'fourier', width ch) goes through Linear-SiLU-Linear to 4 ch.
     The last conv of every residual branch and the output conv start near zero (`init_scale`).
+
+    Class conditioning (`num_classes` > 0, for classifier-free guidance): a learned embedding of the
+    label y in 0..num_classes, where y = num_classes (`null_label`) is "no class" (label dropout), is
+    added to the noise embedding before its SiLU; `forward(x, c, y)`. With `num_classes=0` (default)
+    the network, its outputs and its state-dict keys are those of the unconditional U-Net.
     """
 
     def __init__(self, in_channels: int = 1, ch: int = 32, ch_mult: Sequence[int] = (1, 2),
                  num_res_blocks: int = 1, attn_resolutions: Sequence[int] = (), image_size: int = 8,
                  dropout: float = 0.0, embedding: str = "positional", fourier_scale: float = 16.0,
                  max_positions: float = 10000.0, mid_attention: bool = True, resample_with_conv: bool = False,
-                 skip_rescale: bool = True, init_scale: float = 0.0):
+                 skip_rescale: bool = True, init_scale: float = 0.0, num_classes: int = 0):
         super().__init__()
+        if int(num_classes) < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
         ch_mult = tuple(int(m) for m in ch_mult)
         attn_resolutions = tuple(int(r) for r in attn_resolutions)
         n_levels = len(ch_mult)
@@ -51,6 +58,9 @@ class UNet(nn.Module):
         temb_dim = 4 * ch
         self.embed = make_embedding(embedding, ch, fourier_scale, max_positions)
         self.embed_mlp = nn.Sequential(dense(ch, temb_dim), nn.SiLU(), dense(temb_dim, temb_dim))
+        self.num_classes = int(num_classes)
+        if self.num_classes:
+            self.class_embed = nn.Embedding(self.num_classes + 1, temb_dim)  # last row: the null label
 
         def res(i: int, o: int) -> ResnetBlockDDPM:
             return ResnetBlockDDPM(i, o, temb_dim=temb_dim, act="swish", dropout=dropout,
@@ -89,9 +99,21 @@ class UNet(nn.Module):
         self.norm_out = group_norm(c)
         self.conv_out = conv3x3(c, in_channels, init_scale=init_scale)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """Network output for images x (B, C, H, W) at noise labels c (B,)."""
-        emb = F.silu(self.embed_mlp(self.embed(batch_labels(c, x)).to(x.dtype)))
+    @property
+    def null_label(self) -> int:
+        """The class label meaning "no class" (classifier-free guidance's unconditional model)."""
+        return self.num_classes
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Network output for images x (B, C, H, W) at noise labels c (B,) and, for a class-conditional
+        network, class labels y (B,) in 0..num_classes (None: the null label)."""
+        emb = self.embed_mlp(self.embed(batch_labels(c, x)).to(x.dtype))
+        if self.num_classes:
+            emb = emb + self.class_embed(class_labels(y, x, self.num_classes)).to(x.dtype)
+        elif y is not None:
+            raise ValueError("this network has no class conditioning (num_classes=0): it takes no labels y; "
+                             "train one with model.num_classes=K for classifier-free guidance")
+        emb = F.silu(emb)
         hs = [self.conv_in(x)]
         for level in self.down:
             for block, attn in zip(level.blocks, level.attn):

@@ -16,6 +16,7 @@ TASKS = {
     "sample": "scoresde.tasks.sample:run_sample",
     "likelihood": "scoresde.tasks.likelihood:run_likelihood",
     "evaluate": "scoresde.tasks.evaluate:run_evaluate",
+    "train_classifier": "scoresde.tasks.train_classifier:run_train_classifier",
 }
 
 

@@ -105,6 +105,13 @@ def run_sample(cfg: DictConfig) -> dict[str, Any]:
     solver = solver_from_config(cfg)
     n = len(cfg.sample_seeds) if cfg.sample_seeds is not None else int(cfg.num_samples)
     seeds = per_item_seeds(cfg.sample_seeds, n, cfg.seed)
+    if cfg.get("condition") is not None and cfg.condition.kind != "none":  # condition=class|cfg|inpaint|...
+        from .condition import run_condition
+
+        metrics = {"task": "sample", "ckpt_path": str(cfg.ckpt_path), "solver": repr(solver),
+                   "condition": run_condition(cfg, model, solver, run_dir)}
+        write_json(run_dir / "metrics.json", metrics)
+        return metrics
     log.info("sampling %d with %r from %s", n, solver, cfg.ckpt_path)
     x, stats = generate(model, solver, seeds, int(cfg.sample_batch_size), progress=True)
     hp = model.hparams

@@ -218,7 +218,13 @@ def fit(run: TrainingRun) -> float:
     """``trainer.fit`` (from the checkpoint when resuming); returns the wall time in seconds."""
     t0 = time.perf_counter()
     try:
-        run.trainer.fit(run.model, datamodule=run.dm, ckpt_path=run.resume)
+        if getattr(run.model.net, "num_classes", 0):  # class-conditional: (x, y) batches, label dropout
+            from scoresde.train.classifier import labelled_loader
+
+            run.trainer.fit(run.model, train_dataloaders=labelled_loader(run.dm, "train", True),
+                            val_dataloaders=labelled_loader(run.dm, "val", False), ckpt_path=run.resume)
+        else:
+            run.trainer.fit(run.model, datamodule=run.dm, ckpt_path=run.resume)
     except TrainingDivergedError:
         log.error("training diverged; nothing after the last checkpoint was written")
         raise

@@ -87,6 +87,9 @@ class ScoreModel(pl.LightningModule):
             (:func:`scoresde.bound.variational_bound`, logged as ``val/bound_bpd``, or
             ``val/bound_nll_per_dim`` for continuous data: that many network calls, no ODE; 0: off).
         sample_dir: where the validation grids go (default: ``<trainer.default_root_dir>/samples``).
+        label_dropout: for a class-conditional network (``num_classes > 0``) trained on ``(x, y)``
+            batches, the probability that a label is replaced by the null label (classifier-free
+            guidance, Ho & Salimans 2022); unconditional networks ignore it.
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class ScoreModel(pl.LightningModule):
         data_range: tuple[float, float] | list[float] = (-1.0, 1.0),
         validation: Mapping[str, Any] | None = None,
         sample_dir: str | None = None,
+        label_dropout: float = 0.1,
     ):
         super().__init__()
         net, sde, loss = plain(net), plain(sde), plain(loss or {})
@@ -129,6 +133,7 @@ class ScoreModel(pl.LightningModule):
                 "data_range": [float(v) for v in data_range],
                 "validation": validation,
                 "sample_dir": sample_dir,
+                "label_dropout": float(label_dropout),
             }
         )
         try:
@@ -173,7 +178,8 @@ class ScoreModel(pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """DSM loss of one batch with step-seeded noise."""
         x = self._batch_tensor(batch)
-        loss = self.loss_fn(self.score_fn, self.sde, x, generator=self._generator(self.global_step, 0))
+        score_fn = self._class_conditional_score(batch)
+        loss = self.loss_fn(score_fn, self.sde, x, generator=self._generator(self.global_step, 0))
         self._last_loss = loss.detach()
         every = self._trainer.log_every_n_steps if self._trainer is not None else 1
         if (self.global_step + 1) % max(
@@ -181,6 +187,16 @@ class ScoreModel(pl.LightningModule):
         ) == 0:  # what the logger writes; skip Lightning's per-step cost
             self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
         return loss
+
+    def _class_conditional_score(self, batch: Any):
+        """The score given the batch's labels, each dropped to the null label with probability
+        ``label_dropout`` (step-seeded), for a class-conditional network; else the plain score."""
+        if not getattr(self.net, "num_classes", 0) or not isinstance(batch, list | tuple) or len(batch) < 2:
+            return self.score_fn
+        y = batch[1]
+        drop = torch.rand(y.shape, generator=self._generator(self.global_step, 3), device=y.device)
+        y = torch.where(drop < self.hparams.get("label_dropout", 0.1), self.net.null_label, y)
+        return NetworkScore(lambda v, c: self.net(v, c, y), self.sde, self.hparams.parameterization)
 
     def configure_optimizers(self) -> dict[str, Any]:
         """Adam with a per-step linear warm-up (LambdaLR)."""
