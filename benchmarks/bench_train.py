@@ -24,7 +24,8 @@ import pytorch_lightning as pl
 import torch
 
 from scoresde.tasks import compose_config
-from scoresde.tasks.common import build_datamodule, build_score_model, build_trainer, data_info
+from scoresde.tasks.common import build_datamodule, build_score_model, data_info
+from scoresde.tasks.trainer import build_trainer
 from scoresde.train.ema import ema_decay, ema_update_
 
 

@@ -1,5 +1,5 @@
-"""What the task functions share: validating the config, building the data module, the model, the solver
-and the Lightning trainer from it, threads, seeds and writing results."""
+"""What the task functions share: validating the config, building the data module, the model and the solver
+from it, threads, seeds and writing results (the Lightning trainer: :mod:`scoresde.tasks.trainer`)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from scoresde.train import EMA, AtomicCheckpointIO, LastCheckpoint, ScoreModel
+from scoresde.train import ScoreModel
 from scoresde.train.build import adapt_network_config, instantiate, plain
 from scoresde.train.distributed import is_global_zero
 
@@ -22,7 +21,6 @@ __all__ = [
     "build_datamodule",
     "build_score_model",
     "build_solver",
-    "build_trainer",
     "data_info",
     "output_dir",
     "per_item_seeds",
@@ -87,11 +85,6 @@ def validate_config(cfg: DictConfig) -> None:
     need("validation.sample_every", lambda v: int(v) >= 1, "must be >= 1")
     need("validation.bpd_examples", lambda v: int(v) >= 0, "must be >= 0")
     need("threads", lambda v: int(v) >= 1, "must be >= 1 (null: automatic)", allow_none=True)
-    need(
-        "logger",
-        lambda v: v in ("csv", "tensorboard", "both", "none"),
-        "must be csv, tensorboard, both or none",
-    )
     need("progress_bar_refresh_rate", lambda v: int(v) >= 0, "must be >= 0")
     need("solver.steps", lambda v: int(v) >= 1, "the number of solver steps must be >= 1", allow_none=True)
     need("validation.solver.steps", lambda v: int(v) >= 1, "must be >= 1", allow_none=True)
@@ -197,62 +190,6 @@ def build_score_model(cfg: DictConfig, info: dict[str, Any]) -> ScoreModel:
 def build_solver(cfg: DictConfig):
     """The configured sampler (``solver`` group)."""
     return instantiate(cfg.solver)
-
-
-def _loggers(cfg: DictConfig, run_dir: Path) -> list:
-    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
-
-    kind = _get(cfg, "logger", "csv")
-    loggers: list = []
-    if kind in ("csv", "both"):
-        loggers.append(CSVLogger(save_dir=str(run_dir), name="logs", version=""))
-    if kind in ("tensorboard", "both"):
-        try:
-            import tensorboard  # noqa: F401
-        except ImportError:
-            try:
-                import tensorboardX  # noqa: F401
-            except ImportError:
-                raise ConfigError(
-                    "logger=tensorboard needs the tensorboard package: pip install tensorboard"
-                ) from None
-        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="logs", version="tensorboard"))
-    return loggers
-
-
-def build_trainer(
-    cfg: DictConfig, run_dir: Path, ckpt_dir: Path, extra_callbacks: list | None = None
-) -> tuple[pl.Trainer, EMA | None, LastCheckpoint]:
-    """The Lightning trainer of ``cfg.trainer`` with the EMA, last-checkpoint and progress-bar callbacks,
-    atomic checkpoint IO and the configured logger."""
-    from pytorch_lightning.callbacks import TQDMProgressBar
-
-    kwargs = plain(cfg.trainer)
-    callbacks: list = []
-    ema = None
-    if _get(cfg, "ema.decay") is not None:
-        ema = EMA(decay=cfg.ema.decay, warmup=cfg.ema.warmup)
-        callbacks.append(ema)
-    ckpt = LastCheckpoint(ckpt_dir, every_n_train_steps=cfg.checkpoint.every_n_steps)
-    callbacks.append(ckpt)
-    rate = int(_get(cfg, "progress_bar_refresh_rate", 20))
-    if rate > 0:
-        callbacks.append(TQDMProgressBar(refresh_rate=rate))
-    callbacks.extend(extra_callbacks or [])
-    strategy = kwargs.get("strategy", "auto")
-    if strategy == "ddp" and kwargs.get("accelerator") in ("cpu", "auto") and not torch.cuda.is_available():
-        from pytorch_lightning.strategies import DDPStrategy
-
-        kwargs["strategy"] = DDPStrategy(process_group_backend="gloo")
-    trainer = pl.Trainer(
-        **kwargs,
-        default_root_dir=str(run_dir),
-        callbacks=callbacks,
-        logger=_loggers(cfg, run_dir) or False,
-        enable_progress_bar=rate > 0,
-        plugins=[AtomicCheckpointIO()],
-    )
-    return trainer, ema, ckpt
 
 
 # ---------------------------------------------------------------------------------------------- output

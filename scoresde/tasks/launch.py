@@ -14,6 +14,7 @@ from scoresde.train import CheckpointError, ScoreModel, load_score_model
 from scoresde.train.distributed import rank_and_world
 
 from .common import ConfigError, local_processes, output_dir, set_threads, validate_config
+from .paths import export_paths
 
 __all__ = ["checkpoint_model", "device_of", "launch_processes", "prepare_run"]
 
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 def prepare_run(cfg: DictConfig) -> Path:
     """Validate ``cfg``, set the torch threads, return the run directory."""
     validate_config(cfg)
+    export_paths(cfg)
     set_threads(cfg, local_processes(cfg))
     return output_dir(cfg)
 

@@ -36,7 +36,6 @@ from .common import (
     build_datamodule,
     build_score_model,
     build_solver,
-    build_trainer,
     data_info,
     per_item_seeds,
     write_json,
@@ -44,6 +43,7 @@ from .common import (
 from .launch import prepare_run
 from .likelihood import evaluate_likelihood
 from .sample import generate, save_samples
+from .trainer import build_trainer
 
 __all__ = ["run_train", "save_inference_weights"]
 
