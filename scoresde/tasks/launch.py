@@ -10,10 +10,11 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from scoresde.train import CheckpointError, ScoreModel, load_score_model
+from scoresde.train import CheckpointError, ScoreModel
 from scoresde.train.distributed import rank_and_world
 
 from .common import ConfigError, local_processes, output_dir, set_threads, validate_config
+from .model_files import load_model_file
 from .paths import export_paths
 
 __all__ = ["checkpoint_model", "device_of", "launch_processes", "prepare_run"]
@@ -60,10 +61,11 @@ def device_of(cfg: DictConfig) -> torch.device:
 
 
 def checkpoint_model(cfg: DictConfig) -> ScoreModel:
-    """The ScoreModel of ``ckpt_path`` with its EMA weights, in eval mode, on :func:`device_of`."""
+    """The ScoreModel of ``ckpt_path`` with its EMA weights, in eval mode, on :func:`device_of` (see
+    :mod:`scoresde.tasks.model_files` for the kinds of file)."""
     if cfg.ckpt_path is None:
         raise ConfigError(f"task={cfg.task.name} needs a trained model: ckpt_path=/path/to/last.ckpt")
     path = Path(str(cfg.ckpt_path)).expanduser()
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
-    return load_score_model(path, map_location=device_of(cfg))
+    return load_model_file(cfg, path, device_of(cfg))  # .ckpt, .safetensors or an official .pth

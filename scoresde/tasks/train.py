@@ -5,6 +5,7 @@ Run directory layout::
 
     checkpoints/last.ckpt   resumable checkpoint (EMA weights in state_dict), every checkpoint.every_n_steps
     weights_ema.pt          the EMA network weights + configs (inference only)
+    weights_ema.safetensors the same, loadable without pickle (configs in the metadata)
     samples.png/.pt/.npz    num_samples samples from the EMA weights with the configured solver
     samples/val_step*.png   validation grids
     logs/metrics.csv        training curves (CSV logger)
@@ -31,6 +32,7 @@ from scoresde.train import (
 )
 from scoresde.train.build import plain
 from scoresde.train.distributed import is_global_zero, rank_and_world
+from scoresde.train.weights import save_weights_safetensors
 
 from .common import (
     build_datamodule,
@@ -120,6 +122,8 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     infer.eval()
     weights = run_dir / "weights_ema.pt"
     save_inference_weights(infer, weights)
+    if is_global_zero():  # the same weights without pickle, configs in the metadata
+        save_weights_safetensors(infer, run_dir / "weights_ema.safetensors", trainer.global_step)
     metrics: dict[str, Any] = {
         "task": "train",
         "global_step": int(trainer.global_step),
@@ -134,6 +138,7 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
         "val_bpd": _metric(trainer, "val/bpd"),
         "checkpoint": ckpt_cb.last_model_path,
         "weights_ema": str(weights),
+        "weights_safetensors": str(run_dir / "weights_ema.safetensors"),
         "num_parameters": sum(p.numel() for p in model.net.parameters()),
         "data": plain(info),
     }
