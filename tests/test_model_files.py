@@ -152,3 +152,36 @@ def test_samples_npz_has_the_papers_layout(tmp_path):
     # 17 grey levels stretch to 0, 16, ..., 255 as an 8-bit image shows them
     px = to_pixels(torch.linspace(-1, 1, 17).reshape(1, 1, 1, 17), 17)
     assert px.shape == (1, 1, 17, 1) and px[0, 0, :, 0].tolist() == [round(i * 255 / 16) for i in range(17)]
+
+
+@pytest.fixture
+def rgb16_folder(tmp_path):
+    """20 random 16x16 RGB PNGs: a data set the size of the fixtures' networks."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "images"
+    root.mkdir()
+    for i in range(20):
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / f"{i}.png")
+    return root
+
+
+def test_likelihood_and_evaluate_tasks_take_an_official_checkpoint(tmp_path, rgb16_folder, monkeypatch):
+    from scoresde.evaluation.errors import WeightsNotFoundError
+
+    common = [
+        "experiment=cifar10_ve_ncsnpp_cont", f"ckpt_path={FIXTURES / 'ncsnpp_ve_small.pth'}", *SMALL,
+        "data=folder", f"data.root={rgb16_folder}", "data.resolution=16", "data.data_range=[0,1]",
+        "likelihood.num_examples=2", "likelihood.rtol=1e-2", "likelihood.atol=1e-2",
+    ]
+    metrics = run_task(compose_config("task=likelihood", *common, output_dir=tmp_path / "lik"))
+    assert metrics["likelihood"]["num_examples"] == 2 and np.isfinite(metrics["likelihood"]["bpd"])
+    # evaluate loads it too and samples; FID then needs the Inception weights, absent here
+    monkeypatch.setenv("SCORESDE_WEIGHTS_DIR", str(tmp_path / "no-weights"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-home"))
+    monkeypatch.delenv("SCORESDE_INCEPTION_WEIGHTS", raising=False)
+    cfg = compose_config("task=evaluate", *common, "solver.steps=2", "num_samples=4", "task.seed_sets=1",
+                         "task.likelihood=false", output_dir=tmp_path / "eval")
+    with pytest.raises(WeightsNotFoundError, match="Inception weights not found"):
+        run_task(cfg)
