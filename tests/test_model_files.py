@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_app_run import TOY_BASE
 
 from scoresde.evaluation.samples import read_samples_npz, to_pixels, write_samples_npz
 from scoresde.nets.checkpoint import CheckpointMismatchError
@@ -86,27 +87,9 @@ def test_a_pth_that_is_not_official_is_a_clear_error(tmp_path):
         load_model_file(cfg, tmp_path / "bad.pth")
 
 
-TOY = [
-    "experiment=toy2d",
-    "data.n_train=256",
-    "data.n_val=64",
-    "data.n_test=64",
-    "data.batch_size=64",
-    "model.hidden=32",
-    "model.depth=2",
-    "model.embed_dim=16",
-    "progress_bar_refresh_rate=0",
-    "logger=none",
-    "threads=1",
-    "trainer.max_steps=4",
-    "trainer.val_check_interval=4",
-    "trainer.enable_model_summary=false",
-    "validation.num_samples=8",
-    "validation.solver.steps=3",
-    "validation.bpd_examples=0",
-    "solver.steps=5",
-    "num_samples=6",
-]
+#: test_app_run's tiny toy2d run, a few steps long
+TOY = [*TOY_BASE, "trainer.max_steps=4", "trainer.val_check_interval=4",
+       "validation.num_samples=8", "validation.bpd_examples=0", "solver.steps=5", "num_samples=6"]
 
 
 def test_safetensors_weights_sample_like_the_checkpoint(tmp_path):

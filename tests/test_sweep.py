@@ -12,18 +12,14 @@ import sys
 
 import pytest
 import yaml
+from test_app_run import TOY_BASE
 
 from scoresde.tasks.common import ConfigError
 from scoresde.tasks.sweep import metric_value, optimized_value
 
-TOY = [
-    "experiment=toy2d", "data.n_train=256", "data.n_val=64", "data.n_test=64", "data.batch_size=64",
-    "model.hidden=32", "model.depth=2", "model.embed_dim=16", "progress_bar_refresh_rate=0", "logger=none",
-    "threads=1", "trainer.max_steps=10", "trainer.val_check_interval=10",
-    "trainer.enable_model_summary=false",
-    "validation.num_samples=8", "validation.solver.steps=3", "validation.bpd_examples=0", "num_samples=8",
-    "solver.steps=5", "likelihood.num_examples=8", "likelihood.rtol=1e-2", "likelihood.atol=1e-2",
-]
+TOY = [*TOY_BASE, "trainer.max_steps=10", "trainer.val_check_interval=10",
+       "validation.num_samples=8", "validation.bpd_examples=0", "num_samples=8", "solver.steps=5",
+       "likelihood.num_examples=8"]
 
 
 def test_metric_value():
