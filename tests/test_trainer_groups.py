@@ -127,3 +127,9 @@ def test_optimized_metric_is_a_config_key():
     assert OmegaConf.select(compose_config("optimized_metric=likelihood.bpd"), "optimized_metric") == (
         "likelihood.bpd"
     )
+
+
+def test_unknown_callback_class_is_a_config_error(tmp_path):
+    cfg = compose_config("+callbacks.bad={_target_: pytorch_lightning.callbacks.NoSuchCallback}")
+    with pytest.raises(ConfigError, match=r"callbacks\.bad: .*NoSuchCallback"):
+        build_callbacks(cfg, tmp_path, has_logger=True)

@@ -136,7 +136,7 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
         "train_loss": _metric(trainer, "train/loss"),
         "val_loss": _metric(trainer, "val/loss"),
         "val_bpd": _metric(trainer, "val/bpd"),
-        "checkpoint": ckpt_cb.last_model_path,
+        "checkpoint": ckpt_cb.last_model_path if ckpt_cb is not None else None,
         "weights_ema": str(weights),
         "weights_safetensors": str(run_dir / "weights_ema.safetensors"),
         "num_parameters": sum(p.numel() for p in model.net.parameters()),

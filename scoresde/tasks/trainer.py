@@ -77,7 +77,10 @@ def build_callbacks(cfg: DictConfig, ckpt_dir: Path, has_logger: bool) -> list[p
 
     callbacks: list[pl.Callback] = []
     for key, spec in _entries(OmegaConf.select(cfg, "callbacks"), "callbacks").items():
-        cls = import_target(spec["_target_"])
+        try:
+            cls = import_target(spec["_target_"])
+        except ValueError as err:
+            raise ConfigError(f"callbacks.{key}: {err}") from err
         if isinstance(cls, type):
             if issubclass(cls, EMA) and (spec.get("decay") is None):
                 continue
