@@ -133,3 +133,19 @@ def test_unknown_callback_class_is_a_config_error(tmp_path):
     cfg = compose_config("+callbacks.bad={_target_: pytorch_lightning.callbacks.NoSuchCallback}")
     with pytest.raises(ConfigError, match=r"callbacks\.bad: .*NoSuchCallback"):
         build_callbacks(cfg, tmp_path, has_logger=True)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="needs the wandb extra")
+def test_wandb_logger_is_offline_and_takes_the_sample_grid(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from scoresde.train.images import log_png_to_loggers
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    (wandb_logger,) = _loggers(compose_config("logger=wandb"), tmp_path)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "grid.png")
+    assert log_png_to_loggers([wandb_logger], "val/samples", tmp_path / "grid.png", 5) == ["WandbLogger"]
+    wandb_logger.experiment.finish()
+    (run,) = (tmp_path / "wandb").glob("offline-run-*")  # written under the run directory, nothing uploaded
+    assert list(run.rglob("media/images/val/samples_*.png"))
