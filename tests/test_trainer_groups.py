@@ -71,7 +71,7 @@ def test_logger_group(tmp_path):
             _loggers(compose_config("logger=wandb"), tmp_path)
     else:
         (wandb,) = _loggers(compose_config("logger=wandb"), tmp_path)
-        assert type(wandb).__name__ == "WandbLogger" and wandb._wandb_init["mode"] == "offline"
+        assert type(wandb).__name__ == "WandbLogger" and wandb._offline
 
 
 def test_paths_group_reads_the_environment(monkeypatch, tmp_path):
