@@ -4,13 +4,16 @@
 train + sample + evaluate (FID/KID through torchmetrics) with the app, so a declared floor is a tested
 fact rather than a guess.
 
-    python scripts/floor_check.py [--venv DIR] [--keep]
+    python scripts/floor_check.py [--venv DIR] [--keep] [--extras plot,tensorboard,sweep]
 
 Other packages (the dependencies' own dependencies) resolve to the newest compatible release, as a user's
 ``pip install scoresde`` would give them (uv calls this ``--resolution lowest-direct``).
 
 torch is the one exception: PyPI's Linux wheels of torch are CUDA builds of several GB, so the check takes
 the CPU wheel that pip finds (``$FLOOR_TORCH``, default ``torch==2.13.0``, the build CI uses) and says so.
+
+``--extras`` also pins the floors of those optional extras and runs their tests (not part of CI: they
+take a few minutes more).
 
 Prints the versions it installed (and writes them to ``<venv>/floor_versions.txt``); exit status 1 when
 the install or the run fails. Takes ~2-3 minutes on 2 cores (most of it the installs).
@@ -34,9 +37,22 @@ ROOT = Path(__file__).resolve().parents[1]
 TORCH = os.environ.get("FLOOR_TORCH", "torch==2.13.0")
 
 
-def floors(pyproject: Path = ROOT / "pyproject.toml") -> dict[str, str]:
-    """``{name: lowest version}`` of the direct dependencies (``project.dependencies``)."""
-    deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+#: with --extras: the tests that exercise each extra
+EXTRA_TESTS = {
+    "plot": ["tests/test_plots.py"],
+    "tensorboard": ["tests/test_trainer_groups.py"],
+    "sweep": ["tests/test_sweep.py"],
+    "wandb": ["tests/test_trainer_groups.py"],
+}
+
+
+def floors(pyproject: Path = ROOT / "pyproject.toml", extras: tuple[str, ...] = ()) -> dict[str, str]:
+    """``{name: lowest version}`` of the direct dependencies (``project.dependencies``) and of the
+    packages of the optional ``extras``."""
+    project = tomllib.loads(pyproject.read_text())["project"]
+    deps = list(project["dependencies"])
+    for extra in extras:
+        deps += [d for d in project["optional-dependencies"][extra] if not d.startswith("scoresde")]
     out = {}
     for dep in deps:
         m = re.match(r"^\s*([A-Za-z0-9_.\-]+)\s*(?:\[[^\]]*\])?\s*(.*)$", dep)
@@ -66,14 +82,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--venv", default=None, help="where to build the venv (default: a temporary directory)")
     ap.add_argument("--keep", action="store_true", help="keep the venv and the run directory")
+    ap.add_argument("--extras", default="",
+                    help="also the floors of these extras (e.g. plot,tensorboard,sweep) and their tests")
     args = ap.parse_args()
+    extras = tuple(e for e in args.extras.split(",") if e)
     t0 = time.perf_counter()
     work = Path(args.venv or tempfile.mkdtemp(prefix="scoresde-floors-"))
     venv = work / "venv"
     shutil.rmtree(venv, ignore_errors=True)
     run([sys.executable, "-m", "venv", str(venv)])
     py = str(venv / "bin" / "python")
-    low = floors()
+    low = floors(extras=extras)
     pins = {n: v for n, v in low.items() if n != "torch"}
     constraints = work / "floors.txt"
     constraints.write_text("".join(f"{n}=={v}\n" for n, v in pins.items()))
@@ -81,7 +100,8 @@ def main() -> int:
     # pip's warnings about the local package index (one line per package) say nothing here
     quiet = {"stderr": subprocess.PIPE, "text": True}
     run([*pip, TORCH], **quiet)
-    run([*pip, "-c", str(constraints), "-e", str(ROOT)], **quiet)
+    target = f"{ROOT}[{','.join(extras)}]" if extras else str(ROOT)
+    run([*pip, "-c", str(constraints), "-e", target, *(["pytest"] if extras else [])], **quiet)
 
     # the versions that were installed, checked against the floors
     code = (
@@ -117,6 +137,9 @@ def main() -> int:
             print(f"error: the toy run did not write {f}", file=sys.stderr)
             return 1
 
+    if extras:
+        tests = sorted({t for e in extras for t in EXTRA_TESTS.get(e, [])})
+        run([py, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests], env=env, cwd=ROOT)
     report = "".join(f"{n}=={versions[n]}\n" for n in low)
     (work / "floor_versions.txt").write_text(report)
     print(f"floor check passed in {time.perf_counter() - t0:.0f} s with the lowest declared versions "
