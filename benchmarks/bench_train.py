@@ -24,7 +24,8 @@ import pytorch_lightning as pl
 import torch
 
 from scoresde.tasks import compose_config
-from scoresde.tasks.common import build_trainer, data_info, datamodule_from_config, score_model_from_config
+from scoresde.tasks.common import data_info, datamodule_from_config, score_model_from_config
+from scoresde.tasks.trainer import build_trainer
 from scoresde.train.ema import ema_decay, ema_update_
 
 

@@ -34,8 +34,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from scoresde.data.base import per_process_batch_size
 from scoresde.tasks import compose_config
-from scoresde.tasks.common import build_score_model, build_solver, build_trainer
+from scoresde.tasks.common import score_model_from_config, solver_from_config
 from scoresde.tasks.sample import generate
+from scoresde.tasks.trainer import build_trainer
 
 EXPERIMENT = "experiment=cifar10_vp_ddpmpp_cont"
 #: the tiny configuration: the same network family, 16x16 images, a few channels
@@ -97,7 +98,7 @@ def _tf32(enabled: bool):
 
 def _model(args, cfg):
     torch.manual_seed(0)
-    model = build_score_model(cfg, _info(args))
+    model = score_model_from_config(cfg, _info(args))
     if args.compile_now:
         model.net.compile(backend=args.compile_backend)  # in place: the EMA copy keeps the module type
     return model
@@ -129,7 +130,7 @@ def sampling_rows(args) -> list[dict]:
     seeds = list(range(args.samples))
     for name, steps in (("pc", args.pc_steps), (_fastest(), None)):
         extra = [] if steps is None else [f"solver.steps={steps}"]
-        solver = build_solver(compose_config(f"solver={name}", *extra))  # the solver's own defaults
+        solver = solver_from_config(compose_config(f"solver={name}", *extra))  # the solver's own defaults
         generate(model, solver, seeds[: min(2, len(seeds))], batch_size=args.samples)  # warm-up
         _sync(args)
         x, stats = generate(model, solver, seeds, batch_size=args.samples)

@@ -45,7 +45,7 @@ import torch
 
 from scoresde.solvers import EulerMaruyama
 from scoresde.tasks import compose_config, run_task
-from scoresde.tasks.common import build_datamodule
+from scoresde.tasks.common import datamodule_from_config
 from scoresde.tasks.evaluate import evaluation_seed_sets, image_quality
 from scoresde.tasks.sample import generate
 from scoresde.train import load_score_model
@@ -102,7 +102,7 @@ def run_config(name: str, args: argparse.Namespace) -> dict:
     like = metrics["likelihood"]
     model = load_score_model(run / "checkpoints" / "last.ckpt")
     torch.set_num_threads(args.threads)
-    dm = build_datamodule(cfg)
+    dm = datamodule_from_config(cfg)
     solver = EulerMaruyama(steps=args.sampler_steps)
     t0 = time.perf_counter()
     sets = [generate(model, solver, seeds, 1000)[0] for seeds in

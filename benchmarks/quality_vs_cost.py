@@ -11,7 +11,8 @@ per-sample seeds and reports: score evaluations per sample (NFE), wall time, FID
 classifier's feature space against the 1,500 training images, the classifier's mean max-probability, and
 memorisation; plus the model's test bits/dim (17 levels, probability-flow ODE at rtol 1e-3, one value per
 SDE: it does not depend on the sampler). Prints a markdown table, writes it with the raw numbers as JSON, and
-saves `quality_vs_nfe.png` (FID versus NFE, one curve per SDE and solver).
+saves `quality_vs_nfe.png` (matplotlib, the `plot` extra: FID versus NFE, one curve per SDE and solver, the
+standard deviation over `--seed-sets` disjoint seed sets as error bars).
 
 FID from a few hundred samples is biased upwards and moves by about one unit between seed sets (see
 `task=evaluate`, which reports the spread): compare rows at the same `--num-samples`, and treat differences
@@ -43,7 +44,8 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--sdes", nargs="+", default=["vp", "subvp", "ve"], choices=["vp", "subvp", "ve"])
     p.add_argument("--train-steps", type=int, default=8000)
     p.add_argument("--ckpt", nargs="*", default=[], help="sde=path: use this checkpoint instead of training")
-    p.add_argument("--num-samples", type=int, default=1000)
+    p.add_argument("--num-samples", type=int, default=1000, help="per seed set")
+    p.add_argument("--seed-sets", type=int, default=3, help="disjoint seed sets (their spread: error bars)")
     p.add_argument("--em-steps", type=int, nargs="*", default=[100, 250, 500, 1000])
     p.add_argument("--pc-steps", type=int, nargs="*", default=[100, 250, 500, 1000])
     p.add_argument("--ode-rtol", type=float, nargs="*", default=[1e-3, 1e-5])
@@ -101,7 +103,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     ckpts = dict(item.split("=", 1) for item in args.ckpt)
     dm = datamodule_from_config(compose_config())
-    (seeds,) = evaluation_seed_sets(1, args.num_samples, args.seed)
+    seed_sets = evaluation_seed_sets(args.seed_sets, args.num_samples, args.seed)
+    seeds = [s for group in seed_sets for s in group]
     ecfg = {"feature_network": "digits", "reference_split": "train", "data_floor": True, "kid_subsets": 50}
     rows: list[dict] = []
     bpd: dict[str, float] = {}
@@ -119,7 +122,8 @@ def main() -> None:
             t0 = time.perf_counter()
             x, stats = generate(model, solver, seeds, args.batch_size)
             wall = time.perf_counter() - t0
-            q = image_quality([x], dm, ecfg, levels=17, data_range=(-1.0, 1.0), seed=args.seed)
+            sets = list(torch.split(x, args.num_samples))
+            q = image_quality(sets, dm, ecfg, levels=17, data_range=(-1.0, 1.0), seed=args.seed)
             row = {
                 "sde": sde,
                 "solver": solver_name,
@@ -127,7 +131,9 @@ def main() -> None:
                 "nfe": stats["nfe_per_batch"],
                 "seconds": wall,
                 "fid": q["fid"]["mean"],
+                "fid_std": q["fid"]["std"],  # over the seed sets (None for one set)
                 "kid": q["kid"]["mean"],
+                "kid_std": q["kid"]["std"],
                 "confidence": q["confidence"]["mean_max_prob"],
                 "memorization": q["memorization"]["fraction"],
                 "bpd": lik["bpd"],
@@ -136,7 +142,8 @@ def main() -> None:
             rows.append(row)
             print(_fmt(row), flush=True)
     header = (
-        f"{args.num_samples} samples per row, seed {args.seed}, {args.threads} threads, "
+        f"{args.seed_sets} seed sets of {args.num_samples} samples per row (mean +- std over the sets), "
+        f"seed {args.seed}, {args.threads} threads, "
         f"load average {os.getloadavg()[0]:.2f}; FID/KID in the digits classifier's feature space against "
         f"the 1,500 training images (real test images score FID {rows[0]['fid_data_floor']:.2f}); "
         "bits/dim: test split, 17 levels"
@@ -153,15 +160,18 @@ def report(rows: list[dict], header: str, out: Path) -> None:
     table = _table(rows)
     print("\n" + header + "\n\n" + table)
     (out / "table.md").write_text(header + "\n\n" + table + "\n")
-    series: dict[str, list[tuple[float, float]]] = {}
+    series: dict[str, list[tuple[float, float, float | None]]] = {}
     for r in rows:
-        series.setdefault(f"{r['sde']} {r['solver']}", []).append((r["nfe"], r["fid"]))
+        series.setdefault(f"{r['sde']} SDE, {r['solver']} solver", []).append(
+            (r["nfe"], r["fid"], r.get("fid_std"))
+        )
     png = save_line_plot(
         series,
         out / "quality_vs_nfe.png",
-        xlabel="NFE per sample (log)",
-        ylabel="FID (digits features)",
-        title="digits: FID versus score evaluations",
+        xlabel="score evaluations per sample (NFE, log scale)",
+        ylabel="FID in the digits classifier's features",
+        title="digits: FID versus cost"
+        + (" (error bars: std over seed sets)" if any(r.get("fid_std") for r in rows) else " (one seed set)"),
         logx=True,
     )
     print(f"wrote {png}")
@@ -185,13 +195,17 @@ def _fmt(r: dict) -> str:
         r["budget"],
         f"{r['nfe']:.0f}",
         f"{r['seconds']:.1f}",
-        f"{r['fid']:.2f}",
-        f"{r['kid']:.4f}",
+        _pm(r["fid"], r.get("fid_std"), 2),
+        _pm(r["kid"], r.get("kid_std"), 4),
         f"{r['confidence']:.3f}",
         f"{r['memorization']:.3f}",
         f"{r['bpd']:.3f}",
     ]
     return "| " + " | ".join(cells) + " |"
+
+
+def _pm(mean: float, std: float | None, digits: int) -> str:
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} +- {std:.{digits}f}"
 
 
 def _table(rows: list[dict]) -> str:

@@ -81,7 +81,7 @@ def _single_run() -> bool:
 
 
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="config")
-def main(cfg: DictConfig) -> dict:
+def main(cfg: DictConfig) -> dict | float:
     """Run the configured task (see :mod:`scoresde.tasks`)."""
     import warnings
 
@@ -89,8 +89,10 @@ def main(cfg: DictConfig) -> dict:
 
     # pytorch_lightning's own use of a torch API that torch >= 2.9 deprecates: not the user's to fix
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    from scoresde.tasks.sweep import optimized_value
+
     try:
-        return run_task(cfg)
+        return optimized_value(cfg, run_task(cfg))  # a number for a sweeper when optimized_metric is set
     except user_errors() as err:
         if not _single_run() or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

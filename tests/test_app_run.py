@@ -109,7 +109,9 @@ def test_main_job_config_at_a_tiny_step_count(digits_run):
     assert math.isfinite(like["bpd"]) and like["bpd"] > 0 and like["num_nonfinite"] == 0
     assert metrics["val_bpd"] is not None and metrics["val_loss"] is not None
     npz = np.load(run / "samples.npz")
-    assert npz["samples"].shape == (12, 1, 8, 8) and npz["samples_int"].max() <= 16
+    # the paper's layout under `samples` (uint8 NHWC 0..255), the rest under other keys
+    assert npz["samples"].shape == (12, 8, 8, 1) and npz["samples"].dtype == np.uint8
+    assert npz["samples_model"].shape == (12, 1, 8, 8) and npz["samples_int"].max() <= 16
     assert list(npz["seeds"]) == [i for i in range(12)]  # seed 0: seeds 0 * 1e6 + i
     grid = Image.open(run / "samples.png")
     assert grid.mode == "L" and min(grid.size) >= 64

@@ -117,7 +117,7 @@ def test_lightning_slurm_auto_requeue_is_off_under_slurm(tmp_path, monkeypatch):
     """submitit owns the requeue; Lightning's SLURM environment is used for the ranks only."""
     from lightning_fabric.plugins.environments import SLURMEnvironment
 
-    from scoresde.tasks.common import build_trainer
+    from scoresde.tasks.trainer import build_trainer
 
     env = dict(SLURM_NTASKS="1", SLURM_NTASKS_PER_NODE="1", SLURM_JOB_NAME="scoresde", SLURM_JOB_ID="7",
                SLURM_NODELIST="localhost", SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_NODEID="0")

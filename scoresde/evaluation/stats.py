@@ -33,6 +33,7 @@ __all__ = [
     "compute_reference_stats",
     "data_hash",
     "default_stats_dir",
+    "load_fid_statistics",
     "reference_stats",
 ]
 
@@ -122,15 +123,39 @@ class ReferenceStats:
             subset = f
         return cls(name, feature_name, fingerprint, data_hash, n, f.sum(0), f.T @ f, subset.to(torch.float32))
 
+    @classmethod
+    def from_moments(
+        cls, mu: torch.Tensor, sigma: torch.Tensor, *, name: str, feature_name: str, fingerprint: str,
+        num_samples: int | None = None,
+    ) -> ReferenceStats:
+        """Statistics known only by their mean ``(F,)`` and covariance ``(F, F)`` (e.g. pytorch-fid's
+        ``mu``/``sigma``): enough for FID, not for KID (no features). ``num_samples`` unknown: 2 is
+        recorded, which leaves the mean and covariance exact."""
+        n = int(num_samples) if num_samples is not None and int(num_samples) >= 2 else 2
+        mu, sigma = mu.to(torch.float64).reshape(-1), sigma.to(torch.float64)
+        if sigma.shape != (len(mu), len(mu)):
+            raise ValueError(f"mu has {len(mu)} entries but sigma has shape {tuple(sigma.shape)}")
+        cov_sum = (n - 1) * sigma + n * torch.outer(mu, mu)
+        empty = torch.zeros(0, len(mu), dtype=torch.float32)
+        return cls(name, feature_name, fingerprint, "", n, n * mu, cov_sum, empty)
+
     # ------------------------------------------------------------------------------------------- files
     def save(self, path: str | Path) -> Path:
-        """Write to ``path`` (``.npz``) atomically."""
+        """Write to ``path`` (``.npz``) atomically. Besides our keys the file carries pytorch-fid's ``mu``
+        and ``sigma`` and, when it holds every reference feature, the paper's ``pool_3``, so both tools
+        read it as their own."""
         path = Path(path).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.{id(self)}.tmp.npz")
         try:
+            extra = {}
+            if len(self.features) == self.num_samples:  # every reference feature: the paper's `pool_3`
+                extra["pool_3"] = self.features.numpy()
             np.savez(
                 tmp,
+                mu=self.mean.numpy(),  # pytorch-fid's keys: its `.npz` reader takes this file as it is
+                sigma=self.cov.numpy(),
+                **extra,
                 format_version=np.int64(STATS_FORMAT_VERSION),
                 name=np.str_(self.name),
                 feature_name=np.str_(self.feature_name),
@@ -167,6 +192,41 @@ class ReferenceStats:
                 )
         except (OSError, KeyError, ValueError, EOFError) as e:
             raise ValueError(f"cannot read reference statistics {path}: {e}") from e
+
+
+def load_fid_statistics(path: str | Path, name: str | None = None) -> ReferenceStats:
+    """FID reference statistics from any of: a file of ours (:meth:`ReferenceStats.save`), pytorch-fid's
+    ``.npz`` (``mu``, ``sigma``) or the paper's ``cifar10_stats.npz`` (``pool_3``: the reference
+    activations, ``(N, 2048)``; the mean and unbiased covariance are taken from them). Never unpickles."""
+    path = Path(path).expanduser()
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = set(z.files)
+            if "format_version" in keys:
+                pass
+            elif "pool_3" in keys:
+                pool = torch.from_numpy(z["pool_3"].astype(np.float64))
+                digest = hashlib.sha256(z["pool_3"].tobytes()).hexdigest()
+                return ReferenceStats.from_features(
+                    pool.reshape(len(pool), -1), name=name or path.stem, feature_name="pool_3",
+                    fingerprint=f"file:{digest}", data_hash=digest,
+                )
+            elif {"mu", "sigma"} <= keys:
+                digest = hashlib.sha256(z["mu"].tobytes() + z["sigma"].tobytes()).hexdigest()
+                return ReferenceStats.from_moments(
+                    torch.from_numpy(z["mu"]), torch.from_numpy(z["sigma"]), name=name or path.stem,
+                    feature_name="mu/sigma", fingerprint=f"file:{digest}",
+                )
+            else:
+                raise ValueError(
+                    f"no FID statistics in it (keys {sorted(keys)}): expected ours, pytorch-fid's mu/sigma "
+                    "or the paper's pool_3"
+                )
+    except (OSError, KeyError, EOFError) as e:
+        raise ValueError(f"cannot read FID statistics {path}: {e}") from e
+    except ValueError as e:
+        raise ValueError(f"cannot read FID statistics {path}: {e}") from e
+    return ReferenceStats.load(path)
 
 
 def compute_reference_stats(

@@ -85,11 +85,25 @@ def load_score_sde_checkpoint(path_or_dict: str | os.PathLike | Mapping[str, Any
         ckpt = path_or_dict
     else:
         ckpt = torch.load(os.fspath(path_or_dict), map_location=map_location, weights_only=True)
+    net = NCSNpp.from_config(config)
+    load_score_sde_state(net, ckpt, use_ema=use_ema)
+    return net.to(map_location).eval()
+
+
+def is_score_sde_checkpoint(ckpt: Any) -> bool:
+    """Whether a loaded file has the official layout (``model`` and ``ema`` entries, no Lightning
+    ``state_dict``)."""
+    return isinstance(ckpt, Mapping) and "model" in ckpt and "ema" in ckpt and "state_dict" not in ckpt
+
+
+def load_score_sde_state(net: torch.nn.Module, ckpt: Mapping[str, Any], use_ema: bool = True) -> None:
+    """Load an official checkpoint's (loaded) dict into an already built ``net`` (an `NCSNpp` whose
+    structure matches), in place: the raw weights, then the EMA shadow parameters when ``use_ema``.
+    Raises CheckpointMismatchError naming the first tensor that does not fit."""
     if "model" not in ckpt:
         raise CheckpointMismatchError(f"not a score_sde checkpoint: no 'model' entry (keys: {sorted(ckpt)})")
-    net = NCSNpp.from_config(config)
     state = _strip_prefix(ckpt["model"])
-    if "sigmas" not in state:  # older layouts did not store the sigma table; keep the one built from config
+    if "sigmas" not in state and hasattr(net, "sigmas"):  # older layouts did not store the sigma table
         state["sigmas"] = net.sigmas
     _check_state(net, state)
     net.load_state_dict(state, strict=True)
@@ -97,4 +111,3 @@ def load_score_sde_checkpoint(path_or_dict: str | os.PathLike | Mapping[str, Any
         if not isinstance(ckpt.get("ema"), Mapping) or "shadow_params" not in ckpt["ema"]:
             raise CheckpointMismatchError("use_ema=True but the checkpoint has no 'ema' shadow_params")
         _load_ema(net, ckpt["ema"])
-    return net.to(map_location).eval()

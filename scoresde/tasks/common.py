@@ -1,5 +1,5 @@
 """What the task functions share: checking the config, building the data module, the model and the
-solver from it, the Lightning trainer, threads, seeds and writing results.
+solver from it, threads, seeds and writing results (the Lightning trainer: :mod:`scoresde.tasks.trainer`).
 
 Each object checks its own settings in its constructor (the one place a rule is written);
 :func:`config_errors` turns such a failure into a :class:`ConfigError` naming the config block. Only the
@@ -16,11 +16,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from scoresde.train import EMA, AtomicCheckpointIO, LastCheckpoint, ScoreModel
+from scoresde.train import ScoreModel
 from scoresde.train.build import adapt_network_config, instantiate, plain
 from scoresde.train.distributed import is_global_zero
 
@@ -29,7 +28,6 @@ from .settings import LikelihoodSettings
 __all__ = [
     "SEED_STRIDE",
     "ConfigError",
-    "build_trainer",
     "check_keys",
     "config_errors",
     "data_info",
@@ -94,7 +92,6 @@ APP_RULES: tuple[Rule, ...] = (
     ("num_samples", lambda v: _int(v) >= 1, "must be >= 1"),
     ("sample_batch_size", lambda v: _int(v) >= 1, "must be >= 1"),
     ("threads", lambda v: _int(v) >= 1, "must be >= 1 (null: automatic)", True),
-    ("logger", lambda v: v in ("csv", "tensorboard", "both", "none"), "must be csv, tensorboard, both, none"),
     ("progress_bar_refresh_rate", lambda v: _int(v) >= 0, "must be >= 0"),
     (
         "sample_seeds",
@@ -252,69 +249,6 @@ def score_model_from_config(cfg: DictConfig, info: dict[str, Any]) -> ScoreModel
             levels=info["levels"],
             data_range=info["data_range"],
         )
-
-
-def _loggers(cfg: DictConfig, run_dir: Path) -> list:
-    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
-
-    kind = _get(cfg, "logger", "csv")
-    loggers: list = []
-    if kind in ("csv", "both"):
-        loggers.append(CSVLogger(save_dir=str(run_dir), name="logs", version=""))
-    if kind in ("tensorboard", "both"):
-        try:
-            import tensorboard  # noqa: F401
-        except ImportError:
-            try:
-                import tensorboardX  # noqa: F401
-            except ImportError:
-                raise ConfigError(
-                    "logger=tensorboard needs the tensorboard package: pip install tensorboard"
-                ) from None
-        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="logs", version="tensorboard"))
-    return loggers
-
-
-def build_trainer(
-    cfg: DictConfig, run_dir: Path, ckpt_dir: Path, extra_callbacks: list | None = None
-) -> tuple[pl.Trainer, EMA | None, LastCheckpoint]:
-    """The Lightning trainer of ``cfg.trainer`` with the EMA, last-checkpoint and progress-bar callbacks,
-    atomic checkpoint IO and the configured logger."""
-    from pytorch_lightning.callbacks import TQDMProgressBar
-
-    kwargs = plain(cfg.trainer)
-    callbacks: list = []
-    ema = None
-    if _get(cfg, "ema.decay") is not None:
-        ema = EMA(decay=cfg.ema.decay, warmup=cfg.ema.warmup)
-        callbacks.append(ema)
-    ckpt = LastCheckpoint(ckpt_dir, every_n_train_steps=cfg.checkpoint.every_n_steps)
-    callbacks.append(ckpt)
-    rate = int(_get(cfg, "progress_bar_refresh_rate", 20))
-    if rate > 0:
-        callbacks.append(TQDMProgressBar(refresh_rate=rate))
-    callbacks.extend(extra_callbacks or [])
-    strategy = kwargs.get("strategy", "auto")
-    if strategy == "ddp" and kwargs.get("accelerator") in ("cpu", "auto") and not torch.cuda.is_available():
-        from pytorch_lightning.strategies import DDPStrategy
-
-        kwargs["strategy"] = DDPStrategy(process_group_backend="gloo")
-    plugins: list = [AtomicCheckpointIO()]
-    from lightning_fabric.plugins.environments import SLURMEnvironment
-
-    if SLURMEnvironment.detect():
-        # submitit requeues preempted / timed-out jobs (conf/hydra/launcher/slurm.yaml) and they resume with
-        # ckpt_path=auto: Lightning's own SLURM requeue (SIGUSR1 -> hpc_ckpt_*.ckpt) stays off
-        plugins.append(SLURMEnvironment(auto_requeue=False))
-    trainer = pl.Trainer(
-        **kwargs,
-        default_root_dir=str(run_dir),
-        callbacks=callbacks,
-        logger=_loggers(cfg, run_dir) or False,
-        enable_progress_bar=rate > 0,
-        plugins=plugins,
-    )
-    return trainer, ema, ckpt
 
 
 # ---------------------------------------------------------------------------------------------- output

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from scoresde.train import CheckpointError, ScoreModel, load_score_model
+from scoresde.train import CheckpointError, ScoreModel
 from scoresde.train.build import adapt_network_config, instantiate, plain
 from scoresde.train.checkpoint import MODEL_KEYS, check_same_config, load_checkpoint
 from scoresde.train.distributed import local_rank, rank_and_world
@@ -27,6 +27,8 @@ from .common import (
     set_threads,
     validate_config,
 )
+from .model_files import load_model_file
+from .paths import export_paths
 from .rundir import check_writable, is_secondary_process, task_output_dir
 
 __all__ = [
@@ -44,6 +46,7 @@ log = logging.getLogger(__name__)
 def prepare_run(cfg: DictConfig) -> Path:
     """Validate ``cfg``, set the torch threads, return the run directory (checked for writing)."""
     validate_config(cfg)
+    export_paths(cfg)
     set_threads(cfg, local_processes(cfg))
     run_dir = output_dir(cfg)
     if not is_secondary_process():
@@ -84,7 +87,8 @@ def device_of(cfg: DictConfig) -> torch.device:
 def checkpoint_model(cfg: DictConfig) -> ScoreModel:
     """The ScoreModel of ``ckpt_path`` with its EMA weights, in eval mode, on :func:`device_of`; a
     :class:`CheckpointError` listing the differences when a model setting given on the command line
-    (:func:`given_model_settings`) differs from the checkpoint's."""
+    (:func:`given_model_settings`) differs from the checkpoint's (see :mod:`scoresde.tasks.model_files`
+    for the kinds of file)."""
     if cfg.ckpt_path is None or str(cfg.ckpt_path) == "auto":  # auto: training's resume mode
         raise ConfigError(f"task={cfg.task.name} needs a trained model: ckpt_path=/path/to/last.ckpt")
     path = Path(str(cfg.ckpt_path)).expanduser()
@@ -95,9 +99,10 @@ def checkpoint_model(cfg: DictConfig) -> ScoreModel:
         )
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
-    ckpt = load_checkpoint(path)
-    check_same_config(ckpt, given_model_settings(cfg, ckpt), MODEL_KEYS, path, f"task={cfg.task.name}")
-    return load_score_model(path, map_location=device_of(cfg))
+    if path.suffix == ".ckpt":  # scoresde's own checkpoint: the model settings given must match it
+        ckpt = load_checkpoint(path)
+        check_same_config(ckpt, given_model_settings(cfg, ckpt), MODEL_KEYS, path, f"task={cfg.task.name}")
+    return load_model_file(cfg, path, device_of(cfg))  # .ckpt, .safetensors or an official .pth
 
 
 def command_line_overrides(cfg: DictConfig) -> list[str]:

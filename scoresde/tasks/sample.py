@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from scoresde.quantization import quantize
+from scoresde.evaluation.samples import write_samples_npz
 from scoresde.train import ScoreModel
 from scoresde.train.distributed import chunks, gather_objects, is_global_zero, map_sharded, stack_in_order
 from scoresde.train.images import save_samples_png
@@ -81,21 +81,15 @@ def save_samples(
     stem: str = "samples",
 ) -> dict[str, str]:
     """Write ``<stem>.png`` (grid or scatter), ``<stem>.pt`` (float tensor, model space) and
-    ``<stem>.npz`` (``samples`` float32, ``seeds``, and ``samples_int`` -- the quantized integers -- for
-    image data). Rank 0 only; returns the paths."""
+    ``<stem>.npz`` (images: ``samples`` uint8 NHWC 0-255 as the paper's code; extras under other keys, see
+    :func:`~scoresde.evaluation.samples.write_samples_npz`). Rank 0 only; returns the paths."""
     if not is_global_zero():
         return {}
     run_dir.mkdir(parents=True, exist_ok=True)
     png = save_samples_png(x, run_dir / f"{stem}.png", levels=levels, data_range=data_range)
     pt = run_dir / f"{stem}.pt"
     torch.save({"samples": x, "seeds": seeds, "levels": levels, "data_range": list(data_range)}, pt)
-    arrays = {"samples": x.numpy().astype(np.float32), "seeds": np.asarray(seeds, dtype=np.int64)}
-    if levels is not None and x.dim() == 4:
-        arrays["samples_int"] = (
-            quantize(x, levels, data_range).numpy().astype(np.uint8 if levels <= 256 else np.int64)
-        )
-    npz = run_dir / f"{stem}.npz"
-    np.savez_compressed(npz, **arrays)
+    npz = write_samples_npz(run_dir / f"{stem}.npz", x, levels=levels, data_range=data_range, seeds=seeds)
     return {"png": str(png), "pt": str(pt), "npz": str(npz)}
 
 

@@ -5,6 +5,7 @@ Run directory layout::
 
     checkpoints/last.ckpt   resumable checkpoint (EMA weights in state_dict), every checkpoint.every_n_steps
     weights_ema.pt          the EMA network weights + configs (inference only)
+    weights_ema.safetensors the same, loadable without pickle (configs in the metadata)
     samples.png/.pt/.npz    num_samples samples from the EMA weights with the configured solver
     samples/val_step*.png   validation grids
     logs/metrics.csv        training curves (CSV logger; a resume keeps the earlier rows)
@@ -41,9 +42,9 @@ from scoresde.train import (
 from scoresde.train.build import plain
 from scoresde.train.checkpoint import RESUME_KEYS, check_same_config
 from scoresde.train.distributed import is_global_zero, rank_and_world
+from scoresde.train.weights import save_weights_safetensors
 
 from .common import (
-    build_trainer,
     config_errors,
     data_info,
     datamodule_from_config,
@@ -62,6 +63,7 @@ from .rundir import (
     remove_stale_temporaries,
 )
 from .sample import generate, save_samples
+from .trainer import build_trainer
 
 __all__ = [
     "ContinueLogs",
@@ -279,7 +281,7 @@ def training_report(run: TrainingRun, train_seconds: float) -> dict[str, Any]:
         "val_loss": _metric(trainer, "val/loss"),
         "val_bpd": _metric(trainer, "val/bpd"),
         "val_bound_bpd": _metric(trainer, "val/bound_bpd"),
-        "checkpoint": run.checkpoint.last_model_path,
+        "checkpoint": run.checkpoint.last_model_path if run.checkpoint is not None else None,
         "num_parameters": sum(p.numel() for p in run.model.net.parameters()),
         "data": plain(run.info),
     }
@@ -317,6 +319,9 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     infer.eval()
     metrics["weights_ema"] = str(run.run_dir / "weights_ema.pt")
     save_inference_weights(infer, run.run_dir / "weights_ema.pt")
+    metrics["weights_safetensors"] = str(run.run_dir / "weights_ema.safetensors")
+    if is_global_zero():  # the same weights without pickle, configs in the metadata
+        save_weights_safetensors(infer, run.run_dir / "weights_ema.safetensors", run.trainer.global_step)
     progress = int(cfg.get("progress_bar_refresh_rate", 20) or 0) > 0
     if run.solver is not None:
         metrics.update(sample_after_training(run, infer, progress))

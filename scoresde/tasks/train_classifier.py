@@ -20,9 +20,10 @@ from scoresde.train.build import adapt_network_config, plain
 from scoresde.train.checkpoint import resolve_ckpt_path
 from scoresde.train.classifier import ClassifierModel, labelled_loader, save_classifier
 
-from .common import build_trainer, data_info, datamodule_from_config, write_json
+from .common import data_info, datamodule_from_config, write_json
 from .launch import prepare_run
 from .rundir import check_writable, claim_for_training, is_secondary_process, remove_stale_temporaries
+from .trainer import build_trainer
 
 __all__ = ["run_train_classifier"]
 

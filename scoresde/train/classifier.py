@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from scoresde.data.base import BatchedSplit, EpochBatchSampler
 
-from .build import build_network, instantiate, plain
+from .build import instantiate, network_from_config, plain
 from .checkpoint import atomic_torch_save
 from .module import step_seed
 
@@ -75,7 +75,7 @@ class ClassifierModel(pl.LightningModule):
         self.save_hyperparameters({"net": plain(net), "sde": plain(sde), "lr": float(lr),
                                    "weight_decay": float(weight_decay), "warmup_steps": int(warmup_steps),
                                    "eps": float(eps), "seed": int(seed)})
-        self.net = build_network(self.hparams.net)
+        self.net = network_from_config(self.hparams.net)
         self.sde = instantiate(self.hparams.sde)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -133,6 +133,6 @@ def load_classifier(path: str | Path, map_location: str | torch.device = "cpu"):
     blob = torch.load(path, map_location=map_location, weights_only=False)
     if not isinstance(blob, dict) or blob.get("kind") != "classifier":
         raise ValueError(f"{path} is not a classifier's weights file (written by task=train_classifier)")
-    net = build_network(blob["net"])
+    net = network_from_config(blob["net"])
     net.load_state_dict(blob["state_dict"])
     return net.eval(), instantiate(blob["sde"])

@@ -10,7 +10,7 @@ import torch
 
 from scoresde.quantization import quantize
 
-__all__ = ["image_grid", "save_samples_png", "scatter_image", "to_uint8_images"]
+__all__ = ["image_grid", "log_png_to_loggers", "save_samples_png", "scatter_image", "to_uint8_images"]
 
 
 def to_uint8_images(
@@ -78,3 +78,23 @@ def save_samples_png(
     Image.fromarray(np.ascontiguousarray(arr[..., 0] if arr.shape[-1] == 1 else arr)).save(tmp, format="PNG")
     tmp.replace(path)
     return path
+
+
+def log_png_to_loggers(loggers: list, key: str, path: str | Path, step: int) -> list[str]:
+    """Log a PNG (e.g. a validation sample grid) as an image to each logger that takes images:
+    TensorBoard (``add_image``) and Weights & Biases (``log_image``); others (CSV) are skipped, the file on
+    disk being their record. Returns the names of the loggers that received it."""
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(path).convert("RGB"))
+    done = []
+    for logger in loggers:
+        name = type(logger).__name__
+        if name == "TensorBoardLogger":
+            logger.experiment.add_image(key, pixels, global_step=int(step), dataformats="HWC")
+        elif name == "WandbLogger":
+            logger.log_image(key=key, images=[pixels], step=int(step))
+        else:
+            continue
+        done.append(name)
+    return done

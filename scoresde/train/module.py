@@ -312,7 +312,7 @@ class ScoreModel(pl.LightningModule):
             self.log("val/bound_bpd", bpd.mean(), prog_bar=True, sync_dist=True, batch_size=x.shape[0])
 
     def _validation_samples(self) -> None:
-        from .images import save_samples_png
+        from .images import log_png_to_loggers, save_samples_png
 
         shape = self.data_shape
         if shape is None:
@@ -324,6 +324,7 @@ class ScoreModel(pl.LightningModule):
         root = self.hparams.sample_dir or str(Path(self.trainer.default_root_dir) / "samples")
         path = Path(root) / f"val_step{self.global_step:07d}.png"
         save_samples_png(x.cpu(), path, levels=self.hparams.levels, data_range=tuple(self.hparams.data_range))
+        log_png_to_loggers(self.loggers, "val/samples", path, self.global_step)
         log.info("validation samples at step %d: %s", self.global_step, path)
 
     # ------------------------------------------------------------------------------------ checkpoints
