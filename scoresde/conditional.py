@@ -283,7 +283,7 @@ def _ode_step(sampler: ProbabilityFlowODE, score, sde: SDE, x, t: float, t_next:
     """The probability-flow ODE (eq. 13) from ``t`` to ``t_next`` with the sampler's ``solve_ivp``."""
 
     def rhs(s: float, y: torch.Tensor) -> torch.Tensor:
-        return probability_flow_drift(score, sde, y, s, score_input=y.to(x.dtype))
+        return probability_flow_drift(score, sde, y, s, dtype=x.dtype)
 
     return integrate(rhs, x, t, t_next, method=sampler.method, rtol=sampler.rtol, atol=sampler.atol,
                      blas_threads=sampler.blas_threads)[0]

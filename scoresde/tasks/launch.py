@@ -162,7 +162,9 @@ def start_from_checkpoint(cfg: DictConfig, load_data: bool = True) -> tuple[Path
     else:
         with config_errors("data"):
             dm = instantiate(cfg.data)
-    check_data_matches(model, dm, str(cfg.ckpt_path))
+    official = Path(str(cfg.ckpt_path)).suffix == ".pth"  # its data shape comes from the configured network
+    if load_data or not official:
+        check_data_matches(model, dm, str(cfg.ckpt_path))
     return run_dir, model, dm
 
 
