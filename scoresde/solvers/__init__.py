@@ -4,9 +4,13 @@ probability-flow ODE (scipy). Each is built from keyword arguments (its YAML con
 ``nfe``, the number of score evaluations of the last call."""
 
 from .base import NoiseSource, Sampler, SamplingError, tweedie_denoise
+from .ddim import DDIM
+from .dpm_solver import DPMSolver
 from .em import SDE_METHODS, EulerMaruyama
+from .heun import Heun
 from .ode import ODE_METHODS, ProbabilityFlowODE, integrate, probability_flow_drift
 from .pc import CORRECTORS, PREDICTORS, PredictorCorrector
+from .predictions import data_prediction, noise_prediction
 
 #: config name -> sampler class (``solver=em|pc|ode``)
 SOLVERS = {"em": EulerMaruyama, "pc": PredictorCorrector, "ode": ProbabilityFlowODE}
@@ -25,4 +29,5 @@ __all__ = [
     "Sampler", "SamplingError", "NoiseSource", "tweedie_denoise", "EulerMaruyama", "SDE_METHODS",
     "PredictorCorrector", "PREDICTORS", "CORRECTORS", "ProbabilityFlowODE", "ODE_METHODS", "integrate",
     "probability_flow_drift", "SOLVERS", "build_solver",
+    "DDIM", "DPMSolver", "Heun", "noise_prediction", "data_prediction",
 ]
