@@ -299,3 +299,29 @@ def test_images_and_float32():
                    DPMSolver(order=2, method="adaptive"), Heun(5, churn=1.0)):
         x = solver.sample(gm.score_fn(sde), sde, (5, 1, 2, 2), generator=torch.Generator().manual_seed(0))
         assert x.shape == (5, 1, 2, 2) and x.dtype == torch.float32 and torch.isfinite(x).all()
+
+
+def test_benchmark_runs_in_a_tiny_configuration(tmp_path):
+    """benchmarks/fast_samplers.py end to end: trains a model for 2 steps, oracle and digits tables, plot."""
+    import importlib.util
+    import json
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fast_samplers.py"
+    spec = importlib.util.spec_from_file_location("fast_samplers_benchmark", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--train-steps", "2", "--nfe", "3", "4", "--num-samples", "8", "--seed-sets", "2",
+                "--accuracy-samples", "3", "--baseline-steps", "2", "--oracle-dim", "3",
+                "--oracle-samples", "4", "--batch-size", "8", "--samplers", "DDIM", "Heun (EDM)",
+                "--quality-samplers", "DPM-Solver++(2M)", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert len(results["oracle"]) == 3 * (2 * 2 + 2) and len(results["accuracy"]) == 2 * 2 + 2
+    names = [r["sampler"] for r in results["quality"]]
+    assert names == ["DPM-Solver++(2M)"] * 2 + ["EM 2", "PC 2", "ODE RK45 1e-05"]
+    assert all(r["seed_sets"] == 2 and math.isfinite(r["fid"]) for r in results["quality"])
+    assert "| DDIM |" in (tmp_path / "table.md").read_text()
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert (tmp_path / "fast_samplers.png").stat().st_size > 0
