@@ -1,7 +1,8 @@
 """Few-step samplers (DDIM, DPM-Solver, EDM's Heun) against the paper's samplers: accuracy, quality, time.
 
     python benchmarks/fast_samplers.py [--ckpt PATH | --train-time 00:00:05:00 | --train-steps N]
-        [--nfe 5 10 15 20 50] [--num-samples 1000] [--seed-sets 3] [--accuracy-samples 100]
+        [--nfe 5 10 15 20 50] [--quality-nfe ...] [--num-samples 1000] [--seed-sets 3]
+        [--accuracy-samples 100]
         [--baseline-steps 1000] [--baseline-samples 1000] [--baseline-seed-sets 3] [--threads 1]
         [--oracle-dim 64] [--out benchmarks/results/fast_samplers]
 
@@ -63,6 +64,7 @@ def _parse(argv=None) -> argparse.Namespace:
     p.add_argument("--nfe", type=int, nargs="+", default=[5, 10, 15, 20, 50])
     p.add_argument("--samplers", nargs="+", default=list(FAST), choices=list(FAST))
     p.add_argument("--quality-samplers", nargs="+", default=list(FAST), choices=list(FAST))
+    p.add_argument("--quality-nfe", type=int, nargs="+", default=None, help="default: --nfe")
     p.add_argument("--num-samples", type=int, default=1000)
     p.add_argument("--seed-sets", type=int, default=3)
     p.add_argument("--accuracy-samples", type=int, default=100)
@@ -77,7 +79,7 @@ def _parse(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/fast_samplers"))
     args = p.parse_args(argv)
-    if min(args.nfe) < 3:
+    if min(args.nfe + (args.quality_nfe or [])) < 3:
         p.error("--nfe values must be >= 3 (DPM-Solver-3 needs 3 evaluations)")
     if args.seed_sets < 1 or args.num_samples < 2:
         p.error("--seed-sets must be >= 1 and --num-samples >= 2")
@@ -170,7 +172,7 @@ def digits_quality(args: argparse.Namespace, model) -> list[dict]:
     base_n = args.baseline_samples or args.num_samples
     base_sets = args.baseline_seed_sets or args.seed_sets
     runs = [(name, n, lambda name=name, n=n: FAST[name](n), args.num_samples, args.seed_sets)
-            for name in args.quality_samplers for n in args.nfe]
+            for name in args.quality_samplers for n in (args.quality_nfe or args.nfe)]
     steps = args.baseline_steps
     baselines = {"em": (f"EM {steps}", lambda: EulerMaruyama(steps=steps)),
                  "pc": (f"PC {steps}", lambda: PredictorCorrector(steps=steps)),
