@@ -207,9 +207,11 @@ class DPMSolver(Sampler):
 
     def _multistep(self, model, counter, sde, x, eps, bar):
         """2M/3M on ``intervals`` steps. The first step has one prediction only: order 1 for 2M (its
-        local error ``O(h^2)`` keeps the global order 2); for 3M a DPM-Solver-2 step, one evaluation
-        more, taken from the budget (a first-order start would leave 3M of global order 2)."""
-        start_order = 2 if self.order == 3 else 1
+        local error ``O(h^2)`` keeps the global order 2); for 3M from 15 steps on a DPM-Solver-2 step,
+        one evaluation more, taken from the budget (a first-order start would leave 3M of global order
+        2). Below 15 steps 3M starts with order 1 as the papers' code (measured on the digits model at
+        5-10 evaluations: more accurate than the DPM-Solver-2 start, whose first interval is longer)."""
+        start_order = 2 if self.order == 3 and self.steps >= LOWER_ORDER_FINAL_BELOW else 1
         intervals = self.steps - (start_order - 1)
         nodes = [self._node(sde, t) for t in time_steps(sde, self.time_grid, intervals, sde.T, eps)]
         history = [(nodes[0], model(x, nodes[0]))]
