@@ -63,7 +63,7 @@ def _parse(argv=None) -> argparse.Namespace:
     p.add_argument("--train-steps", type=int, default=8000)
     p.add_argument("--nfe", type=int, nargs="+", default=[5, 10, 15, 20, 50])
     p.add_argument("--samplers", nargs="+", default=list(FAST), choices=list(FAST))
-    p.add_argument("--quality-samplers", nargs="+", default=list(FAST), choices=list(FAST))
+    p.add_argument("--quality-samplers", nargs="*", default=list(FAST), choices=list(FAST))
     p.add_argument("--quality-nfe", type=int, nargs="+", default=None, help="default: --nfe")
     p.add_argument("--num-samples", type=int, default=1000)
     p.add_argument("--seed-sets", type=int, default=3)
@@ -162,6 +162,12 @@ def digits_accuracy(args: argparse.Namespace, model) -> list[dict]:
     return rows
 
 
+def _std(spread: dict) -> float:
+    """The spread over seed sets; NaN for one set (not measured)."""
+    std = spread.get("std")
+    return math.nan if std is None else float(std)
+
+
 def digits_quality(args: argparse.Namespace, model) -> list[dict]:
     from scoresde.tasks import compose_config
     from scoresde.tasks.common import build_datamodule
@@ -192,9 +198,8 @@ def digits_quality(args: argparse.Namespace, model) -> list[dict]:
             nfe.append(stats["nfe_per_batch"])
         q = image_quality(samples, dm, ecfg, levels=17, data_range=(-1.0, 1.0), seed=args.seed)
         row = {"sampler": name, "budget": budget, "nfe": statistics.mean(nfe), "num_samples": num,
-               "seed_sets": sets,
-               "fid": q["fid"]["mean"], "fid_std": q["fid"].get("std", math.nan),
-               "kid": q["kid"]["mean"], "kid_std": q["kid"].get("std", math.nan),
+               "seed_sets": sets, "fid": q["fid"]["mean"], "fid_std": _std(q["fid"]),
+               "kid": q["kid"]["mean"], "kid_std": _std(q["kid"]),
                "seconds_per_set": statistics.mean(seconds), "fid_data_floor": q["data_floor"]["fid"]}
         rows.append(row)
         print(f"{name:18s} nfe {row['nfe']:6.0f}  FID {row['fid']:7.2f} +- {row['fid_std']:.2f}  "
@@ -297,6 +302,7 @@ def main(argv=None) -> None:
     model, ckpt = digits_model(args)
     print(f"digits model: {ckpt} (step {model.global_step_loaded})", flush=True)
     results["accuracy"] = digits_accuracy(args, model)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))  # kept if a later part fails
     results["quality"] = digits_quality(args, model)
     results["header"] = (
         f"Digits model: the main job's preset, {model.global_step_loaded} training steps "

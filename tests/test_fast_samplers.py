@@ -305,12 +305,14 @@ def test_benchmark_runs_in_a_tiny_configuration(tmp_path):
     bench.main(["--train-steps", "2", "--nfe", "3", "4", "--num-samples", "8", "--seed-sets", "2",
                 "--accuracy-samples", "3", "--baseline-steps", "2", "--oracle-dim", "3",
                 "--oracle-samples", "4", "--batch-size", "8", "--samplers", "DDIM", "Heun (EDM)",
-                "--quality-samplers", "DPM-Solver++(2M)", "--out", str(tmp_path)])
+                "--quality-samplers", "DPM-Solver++(2M)", "--baseline-seed-sets", "1",
+                "--out", str(tmp_path)])
     results = json.loads((tmp_path / "results.json").read_text())
     assert len(results["oracle"]) == 3 * (2 * 2 + 2) and len(results["accuracy"]) == 2 * 2 + 2
     names = [r["sampler"] for r in results["quality"]]
     assert names == ["DPM-Solver++(2M)"] * 2 + ["EM 2", "PC 2", "ODE RK45 1e-05"]
-    assert all(r["seed_sets"] == 2 and math.isfinite(r["fid"]) for r in results["quality"])
+    assert [r["seed_sets"] for r in results["quality"]] == [2, 2, 1, 1, 1]
+    assert all(math.isfinite(r["fid"]) for r in results["quality"])
     assert "| DDIM |" in (tmp_path / "table.md").read_text()
     try:
         import matplotlib  # noqa: F401
