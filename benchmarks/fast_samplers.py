@@ -264,6 +264,8 @@ def plot(results: dict, path: Path) -> Path | None:
               ("oracle", "RMS to exact ODE (oracle, VP)")]
     panels = [(k, label) for k, label in panels if results.get(k)]
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    names = list(dict.fromkeys(r["sampler"] for key, _ in panels for r in results[key]))
+    color = {name: f"C{i % 10}" for i, name in enumerate(names)}  # one color per sampler in every panel
     for ax, (key, label) in zip(axes[0], panels):
         rows = results[key] if key != "oracle" else [r for r in results[key] if r["sde"] == "VPSDE"]
         for name in dict.fromkeys(r["sampler"] for r in rows):
@@ -271,9 +273,11 @@ def plot(results: dict, path: Path) -> Path | None:
                          for r in rows if r["sampler"] == name)
             xs, ys, es = zip(*pts)
             if len(pts) == 1:  # a baseline: one budget
-                ax.errorbar(xs, ys, yerr=es if key == "quality" else None, fmt="s", capsize=3, label=name)
+                ax.errorbar(xs, ys, yerr=es if key == "quality" else None, fmt="s", capsize=3, label=name,
+                            color=color[name])
             else:
-                ax.errorbar(xs, ys, yerr=es if key == "quality" else None, fmt="o-", capsize=3, label=name)
+                ax.errorbar(xs, ys, yerr=es if key == "quality" else None, fmt="o-", capsize=3, label=name,
+                            color=color[name])
         ax.set_xscale("log")
         if key != "quality":
             ax.set_yscale("log")
