@@ -101,7 +101,8 @@ def oracle_accuracy(args: argparse.Namespace) -> list[dict]:
         score = gm.score_fn(sde)
         shape = (args.oracle_samples, args.oracle_dim)
         x_T = sde.prior_sample(shape, generator=torch.Generator().manual_seed(args.seed), dtype=torch.float64)
-        ref = ProbabilityFlowODE(method="DOP853", rtol=1e-9, atol=1e-9, denoise=False).sample(score, sde, shape, x_T=x_T)
+        exact = ProbabilityFlowODE(method="DOP853", rtol=1e-9, atol=1e-9, denoise=False)
+        ref = exact.sample(score, sde, shape, x_T=x_T)
         ref_0 = data_prediction(score, sde, ref, sde.sampling_eps)
         for name in args.samplers:
             for n in args.nfe:
