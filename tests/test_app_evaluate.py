@@ -122,6 +122,29 @@ def test_evaluate_digits_fid_kid_is_over_seed_sets(digits_ckpt, tmp_path):
     assert "likelihood" not in other
 
 
+def test_evaluate_takes_reference_statistics_from_a_file(digits_ckpt, tmp_path):
+    """task.reference_stats: pytorch-fid's mu/sigma give the same FID as the computed reference (KID needs
+    the features, so it is left out); a file of another width is a clear error."""
+    import numpy as np
+
+    from scoresde.evaluation import load_fid_statistics
+
+    stats = tmp_path / "stats"
+    common = ("solver.steps=5", "num_samples=30", "task.seed_sets=2", "task.likelihood=false",
+              "task.kid_subset_size=10", "task.kid_subsets=3", "task.data_floor=false")
+    computed = _evaluate(digits_ckpt, tmp_path / "a", *common, f"task.stats_dir={stats}")["quality"]
+    (cached,) = stats.glob("digits-train__*.npz")
+    ref = load_fid_statistics(cached)
+    np.savez(tmp_path / "fid_stats.npz", mu=ref.mean.numpy(), sigma=ref.cov.numpy())  # pytorch-fid's layout
+    fromfile = _evaluate(digits_ckpt, tmp_path / "b", *common,
+                         f"task.reference_stats={tmp_path / 'fid_stats.npz'}")["quality"]
+    np.testing.assert_allclose(fromfile["fid"]["values"], computed["fid"]["values"], rtol=1e-6)
+    assert "kid" not in fromfile and "KID" in fromfile["note"]
+    np.savez(tmp_path / "narrow.npz", mu=np.zeros(3), sigma=np.eye(3))
+    with pytest.raises(ConfigError, match=r"reference_stats=.*3 features per image"):
+        _evaluate(digits_ckpt, tmp_path / "c", *common, f"task.reference_stats={tmp_path / 'narrow.npz'}")
+
+
 def test_evaluate_set_zero_is_what_task_sample_draws(digits_ckpt, tmp_path):
     _evaluate(
         digits_ckpt,

@@ -48,6 +48,7 @@ from .stats import (
     compute_reference_stats,
     data_hash,
     default_stats_dir,
+    load_fid_statistics,
     reference_stats,
 )
 
@@ -77,6 +78,7 @@ __all__ = [
     "confidence_from_logits",
     "data_hash",
     "default_stats_dir",
+    "load_fid_statistics",
     "digits_feature_extractor",
     "fid_from_features",
     "find_inception_weights",

@@ -11,7 +11,10 @@ sample is reproducible on its own and the result does not depend on batching or 
   class logits; memorisation (the fraction of samples closer to a training image than the 5th percentile of
   test-to-train distances) in pixel space. Each metric is reported as its values over the seed sets with
   their mean and standard deviation; ``task.compare_to`` names another run's ``metrics.json`` and the output
-  says whether the two differ by more than that spread.
+  says whether the two differ by more than that spread. ``task.reference_stats`` replaces the computed
+  reference by a statistics file (ours, pytorch-fid's ``mu``/``sigma`` ``.npz`` or the paper's
+  ``cifar10_stats.npz`` with ``pool_3``) computed with the same feature network; KID needs the reference
+  features (ours, ``pool_3``), so with ``mu``/``sigma`` alone only FID is reported.
 * Continuous data (toy2d): sliced Wasserstein-2 and MMD to fresh draws of the data distribution, beside the
   same distances between two fresh draws (the floor a perfect sampler reaches).
 * Bits/dim of ``likelihood.split`` (``task.likelihood``), as ``task=likelihood``.
@@ -35,6 +38,7 @@ from scoresde.evaluation import (
     compute_image_metrics,
     confidence_from_logits,
     fid_from_features,
+    load_fid_statistics,
     memorization,
     mmd_rbf,
     reference_stats,
@@ -109,11 +113,20 @@ def image_quality(
     batch = int(ecfg.get("batch_size", 500))
     split = str(ecfg.get("reference_split", "train"))
     train = dm.integer_data(split)
-    ref = reference_stats(
-        f"{dm.name}-{split}", extractor, train, cache_dir=ecfg.get("stats_dir"), batch_size=batch
-    )
     sets = [to_uint8(x, levels, data_range) for x in sample_sets]
     extracted = [extractor.extract(s, batch) for s in sets]  # the feature network runs once per sample
+    if ecfg.get("reference_stats"):
+        ref = external_reference(ecfg["reference_stats"], extractor, int(extracted[0][0].shape[1]))
+    else:
+        ref = reference_stats(
+            f"{dm.name}-{split}", extractor, train, cache_dir=ecfg.get("stats_dir"), batch_size=batch
+        )
+    if len(ref.features) == 0:  # moments only (pytorch-fid's mu/sigma): FID, no KID
+        per_set = [fid_from_features(ref, f) for f, _ in extracted]
+        return {"feature_network": extractor.name, "fingerprint": extractor.fingerprint,
+                "reference": {"name": ref.name, "file": str(ecfg["reference_stats"])},
+                "fid": _spread(per_set, "FID"),
+                "note": "the reference file holds only mu/sigma: FID only (KID needs the reference features)"}
     per_set = [
         compute_image_metrics(
             s,
@@ -129,7 +142,8 @@ def image_quality(
     out: dict[str, Any] = {
         "feature_network": extractor.name,
         "fingerprint": extractor.fingerprint,
-        "reference": {"name": ref.name, "split": split, "num_images": ref.num_samples},
+        "reference": {"name": ref.name, "split": split, "num_images": ref.num_samples,
+                      **({"file": str(ecfg["reference_stats"])} if ecfg.get("reference_stats") else {})},
         "fid": _spread([m.fid for m in per_set], "FID"),
         "kid": _spread([m.kid_mean for m in per_set], "KID"),
     }
@@ -153,6 +167,25 @@ def image_quality(
             "scores (FID grows as the number of samples shrinks, so compare at similar sizes)",
         }
     return out
+
+
+def external_reference(path: str | Path, extractor: Any, num_features: int):
+    """The FID reference of ``task.reference_stats`` (:func:`scoresde.evaluation.load_fid_statistics`).
+    Our own files carry the feature network's fingerprint, which must match; the other formats cannot
+    say which network made them, so only their width is checked (they must come from the same one)."""
+    try:
+        ref = load_fid_statistics(path)
+    except ValueError as err:
+        raise ConfigError(f"task.reference_stats: {err}") from None
+    if ref.num_features != num_features:
+        raise ConfigError(
+            f"task.reference_stats={path} has {ref.num_features} features per image but the feature network "
+            f"{extractor.name!r} gives {num_features}; use statistics of the same network "
+            "(task.feature_network=...)"
+        )
+    if ref.fingerprint.startswith("file:"):  # pytorch-fid / pool_3: trusted to be the same network
+        ref.fingerprint = extractor.fingerprint
+    return ref
 
 
 def toy_quality(
