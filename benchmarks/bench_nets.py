@@ -1,6 +1,6 @@
 """CPU speed of the score networks against the reference implementation's figures.
 
-Cases (reference figures from ../shared/notes/calibration.md, measured on this kind of 2-core CPU
+Cases (reference figures from the project's calibration measurements, taken on this kind of 2-core CPU
 when idle, with the original score_sde_pytorch code or the calibration prototype):
 
 * ddpmpp_cifar10 forward, batch 8, 3x32x32 (DDPM++ cont., 61.8 M parameters): 625 ms on 2 threads,
