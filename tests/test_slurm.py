@@ -415,7 +415,14 @@ def _start_now(cluster: SlurmCluster, job: str) -> None:
     deadline = time.monotonic() + 60
     while cluster.jobs().get(job) != "PENDING" and time.monotonic() < deadline:
         time.sleep(0.2)
-    cluster.run("scontrol", "update", f"jobid={job}", "StartTime=now")
+    # an update that lands while the requeue is still completing does not lift the hold: repeat it
+    # until the job has left the queue's PENDING state
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        cluster.run("scontrol", "update", f"jobid={job}", "StartTime=now", check=False)
+        time.sleep(2.0)
+        if cluster.jobs().get(job) != "PENDING":
+            return
 
 
 def test_requeued_job_resumes_from_last_ckpt(slurm_cluster, tmp_path):
