@@ -78,6 +78,11 @@ def _parse(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/fast_samplers"))
+    p.add_argument("--parts", nargs="+", default=["oracle", "accuracy", "quality"],
+                   choices=["oracle", "accuracy", "quality"],
+                   help="what to run (e.g. the baselines' quality in a second process on another core)")
+    p.add_argument("--merge", type=Path, nargs="*", default=[],
+                   help="with --report-only: also take the rows of these other runs' results.json")
     p.add_argument("--report-only", action="store_true",
                    help="only rewrite table.md and the plot from --out's results.json")
     args = p.parse_args(argv)
@@ -169,7 +174,7 @@ def _std(spread: dict) -> float:
     return math.nan if std is None else float(std)
 
 
-def digits_quality(args: argparse.Namespace, model) -> list[dict]:
+def digits_quality(args: argparse.Namespace, model, save: Callable[[list[dict]], None]) -> list[dict]:
     from scoresde.tasks import compose_config
     from scoresde.tasks.common import datamodule_from_config
     from scoresde.tasks.evaluate import evaluation_seed_sets, image_quality
@@ -203,6 +208,7 @@ def digits_quality(args: argparse.Namespace, model) -> list[dict]:
                "kid": q["kid"]["mean"], "kid_std": _std(q["kid"]),
                "seconds_per_set": statistics.mean(seconds), "fid_data_floor": q["data_floor"]["fid"]}
         rows.append(row)
+        save(rows)  # kept if a later row fails
         print(f"{name:18s} nfe {row['nfe']:6.0f}  FID {row['fid']:7.2f} +- {row['fid_std']:.2f}  "
               f"KID {row['kid']:.4f} +- {row['kid_std']:.4f}  {row['seconds_per_set']:.1f} s/set", flush=True)
     return rows
@@ -298,17 +304,26 @@ def main(argv=None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.report_only:
         results = json.loads((args.out / "results.json").read_text())
+        for other in args.merge:
+            more = json.loads(other.read_text())
+            for key in ("oracle", "accuracy", "quality"):
+                results[key] = results.get(key, []) + more.get(key, [])
         print(report(results, args.out))
         plot(results, args.out / "fast_samplers.png")
         return
     t0 = time.perf_counter()
     results: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
-    results["oracle"] = oracle_accuracy(args)
+    save = lambda: (args.out / "results.json").write_text(json.dumps(results, indent=2))  # noqa: E731
+    if "oracle" in args.parts:
+        results["oracle"] = oracle_accuracy(args)
+        save()
     model, ckpt = digits_model(args)
     print(f"digits model: {ckpt} (step {model.global_step_loaded})", flush=True)
-    results["accuracy"] = digits_accuracy(args, model)
-    (args.out / "results.json").write_text(json.dumps(results, indent=2))  # kept if a later part fails
-    results["quality"] = digits_quality(args, model)
+    if "accuracy" in args.parts:
+        results["accuracy"] = digits_accuracy(args, model)
+        save()
+    if "quality" in args.parts:
+        results["quality"] = digits_quality(args, model, lambda rows: (results.update(quality=rows), save()))
     results["header"] = (
         f"Digits model: the main job's preset, {model.global_step_loaded} training steps "
         f"({'given checkpoint' if args.ckpt else f'trained here, budget {args.train_time}'}); "
