@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .embeddings import GaussianFourierProjection, batch_labels, sinusoidal_embedding
+from .embeddings import GaussianFourierProjection, batch_labels, class_labels, sinusoidal_embedding
 from .layers import (
     AttnBlock,
     Combine,
@@ -37,7 +37,7 @@ _PROGRESSIVE_INPUT = ("none", "input_skip", "residual")
 
 
 class NCSNpp(nn.Module):
-    """Noise-conditional U-Net of the Score-SDE paper (NCSN++ and DDPM++), `forward(x, c)`.
+    """Noise-conditional U-Net of the Score-SDE paper (NCSN++ and DDPM++), `forward(x, c, y=None)`.
 
     Args (names as in the reference's `config.model`, plus the data options):
         in_channels: image channels (the reference's `data.num_channels`).
@@ -63,8 +63,13 @@ class NCSNpp(nn.Module):
             index, as in discrete SMLD training).
         conditional: use the noise embedding at all.
         nonlinearity: 'swish' (SiLU), 'elu', 'relu' or 'lrelu'.
+        num_classes: class conditioning for classifier-free guidance (not in the reference): K > 0
+            adds a learned embedding of the class label y in 0..K (y = K, `null_label`, is "no class",
+            used by label dropout) to the noise embedding before its final activation, as `UNet` does.
+            None or 0 (default): unconditional, with exactly the reference's parameters and outputs.
 
-    Input x (B, in_channels, image_size, image_size), labels c (B,) float; output shaped like x.
+    Input x (B, in_channels, image_size, image_size), labels c (B,) float, class labels y (B,) int or
+    None (the null label; only for num_classes > 0); output shaped like x.
     """
 
     def __init__(self, *, in_channels: int = 3, image_size: int = 32, centered: bool = True, nf: int = 128,
@@ -75,8 +80,11 @@ class NCSNpp(nn.Module):
                  skip_rescale: bool = True, embedding_type: str = "positional", fourier_scale: float = 16.0,
                  init_scale: float = 0.0, scale_by_sigma: bool = False, conditional: bool = True,
                  nonlinearity: str = "swish", sigma_min: float = 0.01, sigma_max: float = 50.0,
-                 num_scales: int = 1000):
+                 num_scales: int = 1000, num_classes: int | None = None):
         super().__init__()
+        num_classes = 0 if num_classes is None else int(num_classes)
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0 (or None: unconditional), got {num_classes}")
         ch_mult = tuple(int(m) for m in ch_mult)
         attn_resolutions = tuple(int(r) for r in attn_resolutions)
         fir_kernel = tuple(float(k) for k in fir_kernel)
@@ -193,6 +201,10 @@ class NCSNpp(nn.Module):
             m.append(group_norm(ch))
             m.append(conv3x3(ch, channels, init_scale=init_scale))
         self.all_modules = nn.ModuleList(m)
+        # Registered after all_modules, so parameters() starts in the reference's order.
+        self.num_classes = num_classes
+        if num_classes:
+            self.class_embed = nn.Embedding(num_classes + 1, temb_dim)  # last row: the null label
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> NCSNpp:
@@ -200,29 +212,44 @@ class NCSNpp(nn.Module):
         `num_channels` and `centered` added; unrelated keys such as ema_rate or beta_min are ignored)."""
         return cls(**ncsnpp_kwargs_from_config(config))
 
+    @property
+    def null_label(self) -> int:
+        """The class label meaning "no class" (classifier-free guidance's unconditional model)."""
+        return self.num_classes
+
     # ---------------------------------------------------------------- forward helpers
-    def _embed(self, c: torch.Tensor, mods: Iterator[nn.Module]) -> torch.Tensor | None:
-        """Noise-label embedding after the final activation (what every residual block consumes)."""
+    def _embed(self, c: torch.Tensor, y: torch.Tensor | None, x: torch.Tensor,
+               mods: Iterator[nn.Module]) -> torch.Tensor | None:
+        """Noise-label embedding plus the class embedding, after the final activation (what every
+        residual block consumes); None for a network with neither."""
         if self.embedding_type == "fourier":
             temb = next(mods)(torch.log(c))
         else:
             temb = sinusoidal_embedding(c, self.nf)
-        if not self.conditional:
-            return None
-        temb = next(mods)(temb)
-        temb = next(mods)(self.act(temb))
-        return self.act(temb)
+        if self.conditional:
+            temb = next(mods)(temb)
+            temb = next(mods)(self.act(temb))
+        else:
+            temb = None
+        if self.num_classes:
+            yemb = self.class_embed(class_labels(y, x, self.num_classes)).to(x.dtype)
+            temb = yemb if temb is None else temb + yemb
+        elif y is not None:
+            raise ValueError("this network has no class conditioning (num_classes=None): it takes no labels "
+                             "y; train one with model.num_classes=K for classifier-free guidance")
+        return None if temb is None else self.act(temb)
 
     @staticmethod
     def _resample(mod: nn.Module, h: torch.Tensor, emb: torch.Tensor | None) -> torch.Tensor:
         """Apply a resampling layer: a plain Down/Upsample, or a BigGAN block that resamples."""
         return mod(h) if isinstance(mod, (Downsample, Upsample)) else mod(h, emb)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """Score-network output for images x (B, C, H, W) at noise labels c (B,)."""
+    def forward(self, x: torch.Tensor, c: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Score-network output for images x (B, C, H, W) at noise labels c (B,) and, for a
+        class-conditional network, class labels y (B,) in 0..num_classes (None: the null label)."""
         c = batch_labels(c, x)
         mods = iter(self.all_modules)
-        emb = self._embed(c, mods)
+        emb = self._embed(c, y, x, mods)
         if not self.centered:
             x = 2 * x - 1.0
 
