@@ -18,6 +18,8 @@ sample is reproducible on its own and the result does not depend on batching or 
 * Continuous data (toy2d): sliced Wasserstein-2 and MMD to fresh draws of the data distribution, beside the
   same distances between two fresh draws (the floor a perfect sampler reaches).
 * Bits/dim of ``likelihood.split`` (``task.likelihood``), as ``task=likelihood``.
+* ``condition=class|cfg|inpaint|colorize``: conditional samples instead (guidance accuracy and per-class
+  FID/KID, or the error and FID/KID of completions), see :func:`scoresde.tasks.condition.evaluate_condition`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from omegaconf import DictConfig
 
 from scoresde.evaluation import (
     FEATURE_EXTRACTORS,
+    ClassifierFeatureExtractor,
     SpreadResult,
     build_feature_extractor,
     compare,
@@ -53,7 +56,10 @@ from .launch import start_from_checkpoint
 from .likelihood import LikelihoodSettings, evaluate_likelihood
 from .sample import generate, save_samples
 
-__all__ = ["compare_to", "evaluation_seed_sets", "image_quality", "run_evaluate", "toy_quality"]
+__all__ = [
+    "compare_to", "evaluation_seed_sets", "feature_network", "image_quality", "run_evaluate",
+    "split_images", "toy_quality",
+]
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +97,25 @@ def _spread(values: list[float], name: str) -> dict[str, Any]:
     return SpreadResult(tuple(float(v) for v in values), name).to_dict()
 
 
+def feature_network(ecfg: dict[str, Any], dm: Any) -> Any:
+    """The feature network of ``task.feature_network`` (already resolved from ``data._feature_network_``);
+    a :class:`ConfigError` when the data have none."""
+    name = ecfg.get("feature_network", "auto")
+    if name in (None, "auto"):
+        raise ConfigError(
+            f"no default feature network for data={dm.name}; set data._feature_network_ or "
+            f"task.feature_network to one of {', '.join(FEATURE_EXTRACTORS)}"
+        )
+    kwargs = {"weights": ecfg["feature_weights"]} if ecfg.get("feature_weights") else {}
+    return build_feature_extractor(name, **kwargs)
+
+
+def split_images(dm: Any, split: str, label: int | None = None) -> torch.Tensor:
+    """The integer images of ``split`` (only those of class ``label`` when given)."""
+    images = dm.integer_data(split)
+    return images if label is None else images[dm.labels(split) == int(label)]
+
+
 def image_quality(
     sample_sets: list[torch.Tensor],
     dm: Any,
@@ -99,28 +124,27 @@ def image_quality(
     levels: int,
     data_range: tuple[float, float],
     seed: int = 0,
+    label: int | None = None,
+    extractor: Any = None,
+    memorization_check: bool = True,
 ) -> dict[str, Any]:
     """FID/KID (+IS, confidence) per seed set with their spread, memorisation and the real-data floor for
-    model-space image samples ``sample_sets`` (one tensor per seed set) of the data module ``dm``."""
-    name = ecfg.get("feature_network", "auto")
-    if name in (None, "auto"):
-        raise ConfigError(
-            f"no default feature network for data={dm.name}; set data._feature_network_ or "
-            f"task.feature_network to one of {', '.join(FEATURE_EXTRACTORS)}"
-        )
-    kwargs = {"weights": ecfg["feature_weights"]} if ecfg.get("feature_weights") else {}
-    extractor = build_feature_extractor(name, **kwargs)
+    model-space image samples ``sample_sets`` (one tensor per seed set) of the data module ``dm``.
+
+    ``label``: samples meant to be of that class, scored against that class's images only (reference,
+    held-out floor, memorisation), plus the ``accuracy`` of a classifier feature network at predicting
+    ``label``. ``extractor``: the :func:`feature_network` when the caller has it already."""
+    extractor = feature_network(ecfg, dm) if extractor is None else extractor
     batch = int(ecfg.get("batch_size", 500))
     split = str(ecfg.get("reference_split", "train"))
-    train = dm.integer_data(split)
+    train = split_images(dm, split, label)
     sets = [to_uint8(x, levels, data_range) for x in sample_sets]
     extracted = [extractor.extract(s, batch) for s in sets]  # the feature network runs once per sample
     if ecfg.get("reference_stats"):
         ref = external_reference(ecfg["reference_stats"], extractor, int(extracted[0][0].shape[1]))
     else:
-        ref = reference_stats(
-            f"{dm.name}-{split}", extractor, train, cache_dir=ecfg.get("stats_dir"), batch_size=batch
-        )
+        name = f"{dm.name}-{split}" + ("" if label is None else f"-class{label}")
+        ref = reference_stats(name, extractor, train, cache_dir=ecfg.get("stats_dir"), batch_size=batch)
     if len(ref.features) == 0:  # moments only (pytorch-fid's mu/sigma): FID, no KID
         per_set = [fid_from_features(ref, f) for f, _ in extracted]
         return {"feature_network": extractor.name, "fingerprint": extractor.fingerprint,
@@ -152,11 +176,16 @@ def image_quality(
     all_samples = torch.cat(sets)
     if extractor.has_logits:
         out["confidence"] = confidence_from_logits(torch.cat([logits for _, logits in extracted])).to_dict()
+    if label is not None and isinstance(extractor, ClassifierFeatureExtractor):  # it classifies the data
+        out["accuracy"] = _spread(
+            [float((logits.argmax(1) == int(label)).double().mean()) for _, logits in extracted], "accuracy"
+        )
     held_out = "test" if split != "test" else "train"
-    held = dm.integer_data(held_out)
-    out["memorization"] = memorization(
-        all_samples, train, held, percentile=float(ecfg.get("memorization_percentile", 5.0))
-    ).to_dict()
+    held = split_images(dm, held_out, label)
+    if memorization_check:
+        out["memorization"] = memorization(
+            all_samples, train, held, percentile=float(ecfg.get("memorization_percentile", 5.0))
+        ).to_dict()
     if ecfg.get("data_floor", True):
         fid_real = fid_from_features(ref, extractor.extract(held, batch)[0])
         out["data_floor"] = {
@@ -245,6 +274,13 @@ def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
         ecfg["feature_network"] = cfg.data.get("_feature_network_")
     run_dir, model, dm = start_from_checkpoint(cfg)
     solver = solver_from_config(cfg)
+    if cfg.get("condition") is not None and cfg.condition.kind != "none":  # condition=class|cfg|inpaint|...
+        from .condition import evaluate_condition
+
+        metrics = {"task": "evaluate", "ckpt_path": str(cfg.ckpt_path), "solver": repr(solver),
+                   "condition": evaluate_condition(cfg, ecfg, model, solver, dm, run_dir)}
+        write_json(run_dir / "metrics.json", metrics)
+        return metrics
     seed_sets = evaluation_seed_sets(
         int(ecfg["seed_sets"]), int(cfg.num_samples), int(cfg.seed), cfg.sample_seeds
     )
