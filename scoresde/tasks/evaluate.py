@@ -18,6 +18,8 @@ sample is reproducible on its own and the result does not depend on batching or 
 * Continuous data (toy2d): sliced Wasserstein-2 and MMD to fresh draws of the data distribution, beside the
   same distances between two fresh draws (the floor a perfect sampler reaches).
 * Bits/dim of ``likelihood.split`` (``task.likelihood``), as ``task=likelihood``.
+* ``condition=class|cfg|inpaint|colorize``: conditional samples instead (guidance accuracy and per-class
+  FID/KID, or the error and FID/KID of completions), see :mod:`scoresde.tasks.condition_evaluate`.
 """
 
 from __future__ import annotations
@@ -30,30 +32,21 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from scoresde.evaluation import (
-    FEATURE_EXTRACTORS,
-    SpreadResult,
-    build_feature_extractor,
-    compare,
-    compute_image_metrics,
-    confidence_from_logits,
-    fid_from_features,
-    load_fid_statistics,
-    memorization,
-    mmd_rbf,
-    reference_stats,
-    sliced_wasserstein,
-    to_uint8,
-)
+from scoresde.evaluation import SpreadResult, compare, mmd_rbf, sliced_wasserstein
 from scoresde.train.build import plain
 from scoresde.train.distributed import is_global_zero
 
-from .common import SEED_STRIDE, ConfigError, check_keys, per_item_seeds, solver_from_config, write_json
+from .common import ConfigError, check_keys, solver_from_config, write_json
+from .condition_evaluate import evaluate_condition
 from .launch import start_from_checkpoint
 from .likelihood import LikelihoodSettings, evaluate_likelihood
+from .quality import _spread, evaluation_seed_sets, feature_network, image_quality, split_images
 from .sample import generate, save_samples
 
-__all__ = ["compare_to", "evaluation_seed_sets", "image_quality", "run_evaluate", "toy_quality"]
+__all__ = [
+    "compare_to", "evaluation_seed_sets", "feature_network", "image_quality", "run_evaluate",
+    "split_images", "toy_quality",
+]
 
 log = logging.getLogger(__name__)
 
@@ -72,120 +65,6 @@ EVALUATE_RULES = (
     ("task.reference_split", lambda v: v in ("train", "val", "test"), "must be train, val or test"),
     ("task.batch_size", lambda v: int(v) >= 1, "must be >= 1"),
 )
-
-
-def evaluation_seed_sets(num_sets: int, num_samples: int, seed: int, explicit: Any = None) -> list[list[int]]:
-    """``num_sets`` disjoint seed lists of ``num_samples`` (``seed * SEED_STRIDE + k * num_samples + i``), or
-    the one explicit list."""
-    if explicit is not None:
-        return [per_item_seeds(explicit, None, seed)]
-    if num_sets < 1 or num_samples < 1:
-        raise ConfigError(f"need task.seed_sets >= 1 and num_samples >= 1, got {num_sets} and {num_samples}")
-    if num_sets * num_samples > SEED_STRIDE:
-        raise ConfigError(f"seed_sets * num_samples must stay below {SEED_STRIDE}")
-    base = int(seed) * SEED_STRIDE
-    return [[base + k * num_samples + i for i in range(num_samples)] for k in range(num_sets)]
-
-
-def _spread(values: list[float], name: str) -> dict[str, Any]:
-    return SpreadResult(tuple(float(v) for v in values), name).to_dict()
-
-
-def image_quality(
-    sample_sets: list[torch.Tensor],
-    dm: Any,
-    ecfg: dict[str, Any],
-    *,
-    levels: int,
-    data_range: tuple[float, float],
-    seed: int = 0,
-) -> dict[str, Any]:
-    """FID/KID (+IS, confidence) per seed set with their spread, memorisation and the real-data floor for
-    model-space image samples ``sample_sets`` (one tensor per seed set) of the data module ``dm``."""
-    name = ecfg.get("feature_network", "auto")
-    if name in (None, "auto"):
-        raise ConfigError(
-            f"no default feature network for data={dm.name}; set data._feature_network_ or "
-            f"task.feature_network to one of {', '.join(FEATURE_EXTRACTORS)}"
-        )
-    kwargs = {"weights": ecfg["feature_weights"]} if ecfg.get("feature_weights") else {}
-    extractor = build_feature_extractor(name, **kwargs)
-    batch = int(ecfg.get("batch_size", 500))
-    split = str(ecfg.get("reference_split", "train"))
-    train = dm.integer_data(split)
-    sets = [to_uint8(x, levels, data_range) for x in sample_sets]
-    extracted = [extractor.extract(s, batch) for s in sets]  # the feature network runs once per sample
-    if ecfg.get("reference_stats"):
-        ref = external_reference(ecfg["reference_stats"], extractor, int(extracted[0][0].shape[1]))
-    else:
-        ref = reference_stats(
-            f"{dm.name}-{split}", extractor, train, cache_dir=ecfg.get("stats_dir"), batch_size=batch
-        )
-    if len(ref.features) == 0:  # moments only (pytorch-fid's mu/sigma): FID, no KID
-        per_set = [fid_from_features(ref, f) for f, _ in extracted]
-        return {"feature_network": extractor.name, "fingerprint": extractor.fingerprint,
-                "reference": {"name": ref.name, "file": str(ecfg["reference_stats"])},
-                "fid": _spread(per_set, "FID"),
-                "note": "the reference file holds only mu/sigma: FID only (KID needs the reference features)"}
-    per_set = [
-        compute_image_metrics(
-            s,
-            ref,
-            extractor,
-            kid_subsets=int(ecfg.get("kid_subsets", 100)),
-            kid_subset_size=int(ecfg.get("kid_subset_size", 1000)),
-            seed=seed + k,
-            features=f,
-        )
-        for k, (s, f) in enumerate(zip(sets, extracted))
-    ]
-    out: dict[str, Any] = {
-        "feature_network": extractor.name,
-        "fingerprint": extractor.fingerprint,
-        "reference": {"name": ref.name, "split": split, "num_images": ref.num_samples,
-                      **({"file": str(ecfg["reference_stats"])} if ecfg.get("reference_stats") else {})},
-        "fid": _spread([m.fid for m in per_set], "FID"),
-        "kid": _spread([m.kid_mean for m in per_set], "KID"),
-    }
-    if per_set[0].is_mean is not None:
-        out["inception_score"] = _spread([m.is_mean for m in per_set], "IS")
-    all_samples = torch.cat(sets)
-    if extractor.has_logits:
-        out["confidence"] = confidence_from_logits(torch.cat([logits for _, logits in extracted])).to_dict()
-    held_out = "test" if split != "test" else "train"
-    held = dm.integer_data(held_out)
-    out["memorization"] = memorization(
-        all_samples, train, held, percentile=float(ecfg.get("memorization_percentile", 5.0))
-    ).to_dict()
-    if ecfg.get("data_floor", True):
-        fid_real = fid_from_features(ref, extractor.extract(held, batch)[0])
-        out["data_floor"] = {
-            "fid": fid_real,
-            "split": held_out,
-            "num_images": len(held),
-            "note": f"FID of the {len(held)} real {held_out} images against the reference: what real data "
-            "scores (FID grows as the number of samples shrinks, so compare at similar sizes)",
-        }
-    return out
-
-
-def external_reference(path: str | Path, extractor: Any, num_features: int):
-    """The FID reference of ``task.reference_stats`` (:func:`scoresde.evaluation.load_fid_statistics`).
-    Our own files carry the feature network's fingerprint, which must match; the other formats cannot
-    say which network made them, so only their width is checked (they must come from the same one)."""
-    try:
-        ref = load_fid_statistics(path)
-    except ValueError as err:
-        raise ConfigError(f"task.reference_stats: {err}") from None
-    if ref.num_features != num_features:
-        raise ConfigError(
-            f"task.reference_stats={path} has {ref.num_features} features per image but the feature network "
-            f"{extractor.name!r} gives {num_features}; use statistics of the same network "
-            "(task.feature_network=...)"
-        )
-    if ref.fingerprint.startswith("file:"):  # pytorch-fid / pool_3: trusted to be the same network
-        ref.fingerprint = extractor.fingerprint
-    return ref
 
 
 def toy_quality(
@@ -245,6 +124,11 @@ def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
         ecfg["feature_network"] = cfg.data.get("_feature_network_")
     run_dir, model, dm = start_from_checkpoint(cfg)
     solver = solver_from_config(cfg)
+    if cfg.get("condition") is not None and cfg.condition.kind != "none":  # condition=class|cfg|inpaint|...
+        metrics = {"task": "evaluate", "ckpt_path": str(cfg.ckpt_path), "solver": repr(solver),
+                   "condition": evaluate_condition(cfg, ecfg, model, solver, dm, run_dir)}
+        write_json(run_dir / "metrics.json", metrics)
+        return metrics
     seed_sets = evaluation_seed_sets(
         int(ecfg["seed_sets"]), int(cfg.num_samples), int(cfg.seed), cfg.sample_seeds
     )

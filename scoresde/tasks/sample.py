@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +33,13 @@ log = logging.getLogger(__name__)
 
 
 def generate(
-    model: ScoreModel, solver: Any, seeds: list[int], batch_size: int = 512, progress: bool = False
+    model: ScoreModel, solver: Any, seeds: list[int], batch_size: int = 512, progress: bool = False,
+    score_for: Callable[[list[int]], Callable] | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """``len(seeds)`` samples (``(N, *data_shape)``, model space, CPU) from ``model``'s score with
     ``solver``; sample ``i`` depends only on ``seeds[i]``. Returns the samples and statistics
-    (mean score evaluations per batch, wall time)."""
+    (mean score evaluations per batch, wall time). ``score_for(indices)``: the score to draw the samples
+    of those indices with (e.g. guided towards their labels; default: the model's own)."""
     if model.data_shape is None:
         raise ValueError("the model does not know its data shape (data_shape=None); cannot sample")
     shape = model.data_shape
@@ -50,7 +53,7 @@ def generate(
         for batch in tqdm(batches, desc="sampling", disable=not show or len(batches) < 2, leave=False):
             with torch.no_grad():
                 x = solver.sample(
-                    model.score_fn,
+                    model.score_fn if score_for is None else score_for(batch),
                     model.sde,
                     (len(batch), *shape),
                     seeds=[seeds[i] for i in batch],
