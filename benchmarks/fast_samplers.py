@@ -308,6 +308,10 @@ def main(argv=None) -> None:
             more = json.loads(other.read_text())
             for key in ("oracle", "accuracy", "quality"):
                 results[key] = results.get(key, []) + more.get(key, [])
+            if more.get("header"):
+                results["header"] += f" Merged from {other.parent.name} (run beside it): {more['header']}"
+        if args.merge:
+            (args.out / "results.json").write_text(json.dumps(results, indent=2))
         print(report(results, args.out))
         plot(results, args.out / "fast_samplers.png")
         return
