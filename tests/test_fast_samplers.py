@@ -147,8 +147,11 @@ def exact_draws(sde_name, denoised: bool):
 
 
 # name: (sampler, its evaluations). At 20 evaluations; EDM's Heun and the ancestral DDIM need more for 2x the
-# floor (measured: Heun at 19 evaluations 1.4-2.2x, with churn 1.2-2.6x; DDIM eta = 1 at 20 steps 1.75-2.1x)
-# and are tested where they get it.
+# floor and are tested where they get it. Measured (seeds 7-8, all three SDEs): Heun at 19 evaluations
+# 1.1-2.45x (sub-VP the worst), at 21 1.0-2.2x, with churn at 21 1.15-2.15x, rho = 5 no better, sigma_min
+# raised to EDM's 0.002 or 0.01 no better (1.6-2.2x); DDIM eta = 1 at 20 steps 1.9-2.35x: its ancestral step
+# has a first-order bias in the step size that the deterministic samplers do not have (on the digits model
+# Heun at 19 evaluations has the best FID of all samplers, benchmarks/results/fast_samplers).
 AT_20 = {
     "ddim": (lambda: DDIM(20, denoise=False), 20),
     "ddim_eta0.5": (lambda: DDIM(20, eta=0.5, denoise=False), 20),
