@@ -16,7 +16,8 @@
     python benchmarks/controllable.py [--steps 3000] [--clf-steps 1000] [--scales 0 1 3] [--out DIR]
                                       [--score-ckpt CKPT --classifier PT]   # reuse trained models
 
-Writes ``<out>/controllable.json``, copies the grids to ``<out>/{class,cfg,inpaint}.png`` and prints a
+Writes ``<out>/controllable.json``, copies the grids to ``<out>/{class,cfg,inpaint}.png``, draws
+``<out>/guidance.png`` (rows 0-9, a few samples per guidance scale of both kinds side by side) and prints a
 Markdown table.
 """
 
@@ -60,6 +61,23 @@ def evaluate(out: Path, name: str, args: argparse.Namespace, *overrides: str) ->
     return metrics["condition"]
 
 
+def guidance_figure(out: Path, per_scale: int = 4) -> Path:
+    """``<out>/guidance.png``: one row per class 0-9; ``per_scale`` columns for each guidance scale of the
+    classifier-guided run, then for each scale of the classifier-free run (the first seed set's samples)."""
+    from scoresde.train.images import save_samples_png
+
+    blocks = []
+    for name in ("class", "cfg"):
+        saved = torch.load(out / name / "condition.pt", weights_only=False)
+        labels = saved["labels"]
+        for x in saved["samples"].values():
+            # (10, per_scale, C, H, W): the first per_scale samples of each class
+            blocks.append(torch.stack([x[labels == k][:per_scale] for k in range(10)]))
+    grid = torch.cat(blocks, dim=1)
+    return save_samples_png(grid.reshape(-1, *grid.shape[2:]), out / "guidance.png", levels=17,
+                            data_range=(-1.0, 1.0), nrow=grid.shape[1])
+
+
 def _pm(spread: dict) -> str:
     return f"{spread['mean']:.3f} +- {spread.get('std') or 0.0:.3f}"
 
@@ -98,6 +116,7 @@ def main() -> None:
     result = {"args": {k: str(v) for k, v in vars(args).items()}, "train_seconds": train_seconds,
               "guidance": guided, "inpainting": inpaint, "seconds": time.perf_counter() - t0}
     (args.out / "controllable.json").write_text(json.dumps(result, indent=2))
+    print(f"wrote {guidance_figure(args.out)}")
     print(f"\n{args.seed_sets} seed sets of {args.per_class} samples per class (Euler-Maruyama, "
           f"{args.sampler_steps} steps); mean +- std over the sets\n")
     print("| guidance | w | accuracy (shipped classifier) | FD per class | KID per class |\n"
