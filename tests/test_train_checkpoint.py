@@ -6,7 +6,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
+import os
 import shutil
+import signal
 
 import pytest
 import torch
@@ -173,3 +175,36 @@ def test_atomic_save_never_leaves_a_partial_file(tmp_path, monkeypatch):
         atomic_torch_save({"a": torch.ones(3)}, path)
     assert _digest(path) == before
     assert [p.name for p in tmp_path.iterdir()] == ["x.ckpt"]
+
+
+class _SignalledWhilePickled:
+    """Sends this process SIGUSR2 while ``torch.save`` pickles it (then pickles as the int 7)."""
+
+    def __reduce__(self):
+        os.kill(os.getpid(), signal.SIGUSR2)
+        return (int, (7,))
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR2"), reason="no SIGUSR2 on this platform")
+def test_a_signal_during_a_save_is_handled_after_the_complete_save(tmp_path):
+    """submitit's requeue handler (SIGUSR2 on SLURM) calls sys.exit; raised inside torch.save it surfaced as
+    torch's RuntimeError "unexpected pos" and failed the requeued job. The handler now runs after the save,
+    which is complete on disk by then."""
+    path = tmp_path / "last.ckpt"
+    seen = []
+
+    def requeue_handler(signum, frame):
+        seen.append(path.is_file())
+        raise SystemExit(-1)
+
+    previous = signal.signal(signal.SIGUSR2, requeue_handler)
+    try:
+        with pytest.raises(SystemExit):
+            atomic_torch_save({"w": torch.arange(10_000), "x": _SignalledWhilePickled()}, path)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert seen == [True]  # the handler ran once, after the file was in place
+    saved = torch.load(path, weights_only=False)  # our own file; `int` is not on weights_only's list
+    assert saved["x"] == 7 and torch.equal(saved["w"], torch.arange(10_000))
+    assert signal.getsignal(signal.SIGUSR2) is previous
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]

@@ -10,7 +10,11 @@ optimizer, LR scheduler, loop and callback states needed to resume at the same s
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +40,54 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable (corrupt or truncated) or does not match the model."""
 
 
+#: signals whose Python handlers may raise (Ctrl-C; SLURM's SIGTERM; submitit's requeue on SIGUSR1/SIGUSR2)
+_DEFERRED_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2")
+                          if hasattr(signal, name))
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold back the Python signal handlers of :data:`_DEFERRED_SIGNALS` inside the block and run them, in
+    the order the signals came, when it ends.
+
+    A handler that raises inside ``torch.save`` -- submitit's requeue handler calls ``sys.exit``, Ctrl-C
+    raises ``KeyboardInterrupt`` -- interrupts torch's writer, which reports it as a ``RuntimeError``
+    ("unexpected pos"): the job fails instead of exiting for its requeue. Deferred, the save completes and the
+    handler then runs as it would have. Handlers can only be swapped in the main thread; elsewhere (and for
+    signals without a Python handler) nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[tuple[int, Any]] = []
+    saved = {}
+    for sig in _DEFERRED_SIGNALS:
+        handler = signal.getsignal(sig)
+        if callable(handler):
+            saved[sig] = handler
+            signal.signal(sig, lambda signum, frame: pending.append((signum, frame)))
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+        for signum, frame in pending:
+            saved[signum](signum, frame)
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temporary file in the same directory, fsync, then ``os.replace``: a reader (or
-    a crash at any moment) sees the old file or the new one, never a partial one."""
+    a crash at any moment) sees the old file or the new one, never a partial one. A signal arriving during
+    the save is handled after it (:func:`signals_deferred`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with signals_deferred():
+            with os.fdopen(fd, "wb") as f:
+                torch.save(obj, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
