@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from scoresde.evaluation import ClassifierFeatureExtractor, SpreadResult
+from scoresde.evaluation import ClassifierFeatureExtractor
 from scoresde.train.distributed import is_global_zero
 
 from .common import ConfigError
@@ -48,7 +48,7 @@ from .condition import (
     save_condition,
     test_images,
 )
-from .quality import evaluation_seed_sets, feature_network, image_quality, split_images
+from .quality import evaluation_seed_sets, feature_network, image_quality, split_images, spread_dict
 from .sample import generate
 
 __all__ = ["evaluate_condition"]
@@ -139,7 +139,7 @@ def _class_mean(per_label: dict[str, dict[str, Any]], key: str) -> dict[str, Any
     values = [r[key]["values"] for r in per_label.values()]
     means = [sum(v[k] for v in values) / len(values) for k in range(len(values[0]))]
     name = {"fid": "FID", "kid": "KID"}.get(key, key)
-    return SpreadResult(tuple(means), f"{name} (mean over classes)").to_dict()
+    return spread_dict(means, f"{name} (mean over classes)")
 
 
 def _evaluate_inverse(cfg, ecfg, cond, kind, model, solver, dm, extractor):
@@ -174,7 +174,7 @@ def _evaluate_inverse(cfg, ecfg, cond, kind, model, solver, dm, extractor):
             continue
         result: dict[str, Any] = {
             "known_max_deviation": max(e["known_max_deviation"] for e in errors),
-            **{k: SpreadResult(tuple(e[k] for e in errors), k).to_dict() for k in errors[0]
+            **{k: spread_dict([e[k] for e in errors], k) for k in errors[0]
                if k != "known_max_deviation"},
         }
         if n * per_image >= 2:

@@ -40,7 +40,7 @@ from .common import ConfigError, check_keys, solver_from_config, write_json
 from .condition_evaluate import evaluate_condition
 from .launch import start_from_checkpoint
 from .likelihood import LikelihoodSettings, evaluate_likelihood
-from .quality import _spread, evaluation_seed_sets, feature_network, image_quality, split_images
+from .quality import evaluation_seed_sets, feature_network, image_quality, split_images, spread_dict
 from .sample import generate, save_samples
 
 __all__ = [
@@ -81,10 +81,10 @@ def toy_quality(
         mmd.append(mmd_rbf(x, fresh))
         mmd_floor.append(mmd_rbf(fresh2, fresh))
     return {
-        "sliced_w2": _spread(sw, "sliced W2"),
-        "sliced_w2_floor": _spread(sw_floor, "sliced W2 floor"),
-        "mmd": _spread(mmd, "MMD"),
-        "mmd_floor": _spread(mmd_floor, "MMD floor"),
+        "sliced_w2": spread_dict(sw, "sliced W2"),
+        "sliced_w2_floor": spread_dict(sw_floor, "sliced W2 floor"),
+        "mmd": spread_dict(mmd, "MMD"),
+        "mmd_floor": spread_dict(mmd_floor, "MMD floor"),
         "note": "floor: the same distance between two fresh draws of the data (a perfect sampler's value)",
     }
 

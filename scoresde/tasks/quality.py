@@ -26,7 +26,10 @@ from scoresde.evaluation import (
 
 from .common import SEED_STRIDE, ConfigError, per_item_seeds
 
-__all__ = ["evaluation_seed_sets", "external_reference", "feature_network", "image_quality", "split_images"]
+__all__ = [
+    "evaluation_seed_sets", "external_reference", "feature_network", "image_quality", "split_images",
+    "spread_dict",
+]
 
 
 def evaluation_seed_sets(num_sets: int, num_samples: int, seed: int, explicit: Any = None) -> list[list[int]]:
@@ -42,7 +45,8 @@ def evaluation_seed_sets(num_sets: int, num_samples: int, seed: int, explicit: A
     return [[base + k * num_samples + i for i in range(num_samples)] for k in range(num_sets)]
 
 
-def _spread(values: list[float], name: str) -> dict[str, Any]:
+def spread_dict(values: list[float], name: str) -> dict[str, Any]:
+    """One value per seed set with its mean and spread, as ``metrics.json`` records it."""
     return SpreadResult(tuple(float(v) for v in values), name).to_dict()
 
 
@@ -98,7 +102,7 @@ def image_quality(
         per_set = [fid_from_features(ref, f) for f, _ in extracted]
         return {"feature_network": extractor.name, "fingerprint": extractor.fingerprint,
                 "reference": {"name": ref.name, "file": str(ecfg["reference_stats"])},
-                "fid": _spread(per_set, "FID"),
+                "fid": spread_dict(per_set, "FID"),
                 "note": "the reference file holds only mu/sigma: FID only (KID needs the reference features)"}
     per_set = [
         compute_image_metrics(
@@ -117,16 +121,16 @@ def image_quality(
         "fingerprint": extractor.fingerprint,
         "reference": {"name": ref.name, "split": split, "num_images": ref.num_samples,
                       **({"file": str(ecfg["reference_stats"])} if ecfg.get("reference_stats") else {})},
-        "fid": _spread([m.fid for m in per_set], "FID"),
-        "kid": _spread([m.kid_mean for m in per_set], "KID"),
+        "fid": spread_dict([m.fid for m in per_set], "FID"),
+        "kid": spread_dict([m.kid_mean for m in per_set], "KID"),
     }
     if per_set[0].is_mean is not None:
-        out["inception_score"] = _spread([m.is_mean for m in per_set], "IS")
+        out["inception_score"] = spread_dict([m.is_mean for m in per_set], "IS")
     all_samples = torch.cat(sets)
     if extractor.has_logits:
         out["confidence"] = confidence_from_logits(torch.cat([logits for _, logits in extracted])).to_dict()
     if label is not None and isinstance(extractor, ClassifierFeatureExtractor):  # it classifies the data
-        out["accuracy"] = _spread(
+        out["accuracy"] = spread_dict(
             [float((logits.argmax(1) == int(label)).double().mean()) for _, logits in extracted], "accuracy"
         )
     held_out = "test" if split != "test" else "train"
