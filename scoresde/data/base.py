@@ -193,6 +193,15 @@ class ScoreDataModule(pl.LightningDataModule):
     (returning ``{"train": (x, y), "test": (x, y)}`` and optionally ``"val"``), :meth:`_loader_data`
     and :meth:`_batch_transform`.
 
+    The loader settings below live here only: a subclass's ``__init__`` takes its own arguments (and any
+    default it changes, e.g. ``batch_size=512``) and passes the rest on as ``**kwargs``. The hyper-parameters
+    (``self.hparams``, stored in checkpoints and logged) are saved here, once, for the whole class chain:
+    every constructor argument of every class from this one to the subclass, except ``seed``.
+    ``seed`` is left out because it is a run setting, not a property of the data, and the LightningModule
+    has a ``seed`` of its own: Lightning refuses to train when a key of both hparams differs
+    ("Error while merging hparams"). The app records every data setting, ``seed`` included, in each
+    checkpoint's ``scoresde_run``.
+
     Args:
         batch_size: training batch size, GLOBAL: under DDP (a trainer with ``world_size`` W > 1 attached) each
             process draws ``batch_size / W`` examples per step, so one optimizer step sees ``batch_size``
@@ -217,7 +226,7 @@ class ScoreDataModule(pl.LightningDataModule):
     def __init__(
         self,
         *,
-        batch_size: int,
+        batch_size: int = 128,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
@@ -242,6 +251,8 @@ class ScoreDataModule(pl.LightningDataModule):
         self.drop_last = bool(drop_last)
         self.pin_memory = bool(pin_memory)
         self._splits: dict[str, Split] | None = None
+        # reads the arguments of this __init__ and of every subclass __init__ that called it
+        self.save_hyperparameters(ignore=["seed"])
 
     # ----------------------------------------------------------------------------- subclass hooks
     def _load_splits(self) -> dict[str, Split]:

@@ -159,33 +159,11 @@ class CIFAR10DataModule(ImageDataModule):
         self,
         root: str | Path | None = None,
         *,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        seed: int = 0,
-        data_seed: int = 0,
-        val_size: int | float = 0,
-        data_range: tuple[float, float] | list[float] = (-1.0, 1.0),
-        dequantize: bool = True,
         random_flip: bool = True,
-        drop_last: bool = False,
-        pin_memory: bool = False,
+        **kwargs,
     ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            seed=seed,
-            data_seed=data_seed,
-            val_size=val_size,
-            data_range=data_range,
-            dequantize=dequantize,
-            random_flip=random_flip,
-            drop_last=drop_last,
-            pin_memory=pin_memory,
-        )
+        super().__init__(random_flip=random_flip, **kwargs)
         self.root = Path(root).expanduser() if root is not None else default_data_root() / "cifar10"
-        self.save_hyperparameters()
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -47,36 +47,6 @@ class DigitsDataModule(ImageDataModule):
     name = "digits"
     levels = DIGITS_LEVELS
 
-    def __init__(
-        self,
-        *,
-        batch_size: int = 128,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        seed: int = 0,
-        data_seed: int = 0,
-        val_size: int | float = 0,
-        data_range: tuple[float, float] | list[float] = (-1.0, 1.0),
-        dequantize: bool = True,
-        random_flip: bool = False,
-        drop_last: bool = False,
-        pin_memory: bool = False,
-    ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            seed=seed,
-            data_seed=data_seed,
-            val_size=val_size,
-            data_range=data_range,
-            dequantize=dequantize,
-            random_flip=random_flip,
-            drop_last=drop_last,
-            pin_memory=pin_memory,
-        )
-        self.save_hyperparameters()
-
     @property
     def shape(self) -> tuple[int, int, int]:
         return (1, 8, 8)

@@ -88,30 +88,9 @@ class ImageFolderDataModule(ImageDataModule):
         grayscale: bool = False,
         test_size: int | float = 0.1,
         batch_size: int = 64,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        seed: int = 0,
-        data_seed: int = 0,
-        val_size: int | float = 0,
-        data_range: tuple[float, float] | list[float] = (-1.0, 1.0),
-        dequantize: bool = True,
-        random_flip: bool = False,
-        drop_last: bool = False,
-        pin_memory: bool = False,
+        **kwargs,
     ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            seed=seed,
-            data_seed=data_seed,
-            val_size=val_size,
-            data_range=data_range,
-            dequantize=dequantize,
-            random_flip=random_flip,
-            drop_last=drop_last,
-            pin_memory=pin_memory,
-        )
+        super().__init__(batch_size=batch_size, **kwargs)
         if root is None:
             raise ValueError("ImageFolderDataModule needs `root`, the folder of PNG/JPEG images")
         if int(resolution) < 1:
@@ -120,7 +99,6 @@ class ImageFolderDataModule(ImageDataModule):
         self.resolution = int(resolution)
         self.grayscale = bool(grayscale)
         self.test_size = test_size
-        self.save_hyperparameters()
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -99,23 +99,12 @@ class Toy2DDataModule(ScoreDataModule):
         n_val: int = 10_000,
         n_test: int = 10_000,
         batch_size: int = 512,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        seed: int = 0,
-        data_seed: int = 0,
         random_flip: bool = False,
-        drop_last: bool = False,
-        pin_memory: bool = False,
+        **kwargs,
     ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            seed=seed,
-            data_seed=data_seed,
-            drop_last=drop_last,
-            pin_memory=pin_memory,
-        )
+        if kwargs.get("val_size", 0):
+            raise ValueError(f"val_size does not apply to toy2d: its validation set is n_val={n_val} draws")
+        super().__init__(batch_size=batch_size, **kwargs)
         self.dataset = _check_name(dataset)
         if random_flip:
             raise ValueError("random_flip is not meaningful for toy2d point data; set random_flip=False")
@@ -124,7 +113,6 @@ class Toy2DDataModule(ScoreDataModule):
         for split, n in self.sizes.items():
             if n < 1:
                 raise ValueError(f"n_{split} must be >= 1, got {n}")
-        self.save_hyperparameters()
 
     @property
     def shape(self) -> tuple[int]:
