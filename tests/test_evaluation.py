@@ -302,15 +302,19 @@ def test_reference_cache_reused_and_invalidated(digits, tmp_path, monkeypatch):
 
     first = cache.get("digits-train", ext, x)
     computed = counter.calls
-    assert computed > 0 and cache.path_for("digits-train", ext).is_file()
+    first_file = cache.path_for("digits-train", ext, E.data_hash(x))
+    assert computed > 0 and first_file.name == f"digits-train__{E.data_hash(x)[:16]}__digits.npz"
+    assert first_file.is_file()
     second = cache.get("digits-train", ext, x)
     assert counter.calls == computed  # reused: the network was not called again
     assert torch.equal(first.features_sum, second.features_sum)
     assert torch.equal(first.features_cov_sum, second.features_cov_sum)
 
-    x[0, 0, 4, 4] = (int(x[0, 0, 4, 4]) + 1) % 17  # the data changed: recomputed
+    x[0, 0, 4, 4] = (int(x[0, 0, 4, 4]) + 1) % 17  # the data changed: recomputed, into a file of their own
     third = cache.get("digits-train", ext, x)
     assert counter.calls > computed and third.data_hash == E.data_hash(x) != first.data_hash
+    changed_file = cache.path_for("digits-train", ext, E.data_hash(x))
+    assert changed_file != first_file and changed_file.is_file() and first_file.is_file()
     calls = counter.calls
     cache.get("digits-train", ext, x)
     assert counter.calls == calls
@@ -320,17 +324,53 @@ def test_reference_cache_reused_and_invalidated(digits, tmp_path, monkeypatch):
     assert counter.calls > calls
 
     calls = counter.calls
-    cache.path_for("digits-train", ext).write_bytes(b"garbage")  # unreadable: recomputed, not a crash
+    changed_file.write_bytes(b"garbage")  # unreadable: recomputed, not a crash
     cache.get("digits-train", ext, x)
     assert counter.calls > calls
-    assert [p.name for p in (tmp_path / "stats").iterdir()] == ["digits-train__digits.npz"]  # no temp files
+    assert sorted((tmp_path / "stats").iterdir()) == sorted([first_file, changed_file])  # no temp files
+
+
+def test_two_data_sets_of_one_data_module_class_keep_their_own_cached_statistics(tmp_path, monkeypatch):
+    """Two MNIST-format data sets at two roots (say MNIST and Fashion-MNIST, both through MNISTDataModule,
+    so both named ``mnist-train``) get a cache file each: alternating between them recomputes nothing."""
+    from scoresde.data import MNISTDataModule
+    from scoresde.evaluation.classifier import ClassifierFeatureExtractor, SmallCNN
+
+    torch.manual_seed(0)
+    ext = ClassifierFeatureExtractor(SmallCNN((1, 28, 28), 256, widths=(4,), num_features=8), "mnist")
+    rng = np.random.default_rng(0)
+    modules = []
+    for root in (tmp_path / "mnist", tmp_path / "fashion"):
+        root.mkdir()
+        for prefix, n in (("train", 30), ("t10k", 10)):
+            write_idx(root / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+            write_idx(root / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n))
+        modules.append(MNISTDataModule(root))
+    assert modules[0].name == modules[1].name == "mnist"
+    counter = Counting(ext, monkeypatch)
+
+    def reference(dm):
+        images = dm.integer_data("train")
+        return E.reference_stats(f"{dm.name}-train", ext, images, cache_dir=tmp_path / "stats")
+
+    first = [reference(dm) for dm in modules]
+    files = sorted((tmp_path / "stats").iterdir())
+    hashes = [E.data_hash(dm.integer_data("train")) for dm in modules]
+    assert [f.name for f in files] == sorted(f"mnist-train__{h[:16]}__mnist.npz" for h in hashes)
+    assert sorted(E.ReferenceStats.load(f).data_hash for f in files) == sorted(hashes)
+    assert not torch.equal(first[0].features_sum, first[1].features_sum)
+    calls = counter.calls
+    again = [reference(dm) for dm in modules]  # each data set finds its own statistics
+    assert counter.calls == calls
+    for a, b in zip(first, again):
+        assert a.data_hash == b.data_hash and torch.equal(a.features_sum, b.features_sum)
 
 
 def test_reference_stats_default_dir_and_round_trip(digits, net, tmp_path, monkeypatch):
     monkeypatch.setenv("SCORESDE_STATS_DIR", str(tmp_path))
     assert E.default_stats_dir() == tmp_path
     stats = E.reference_stats("digits-test", net, digits[2])
-    loaded = E.ReferenceStats.load(tmp_path / "digits-test__digits.npz")
+    loaded = E.ReferenceStats.load(tmp_path / f"digits-test__{E.data_hash(digits[2])[:16]}__digits.npz")
     assert loaded.num_samples == 297 and loaded.fingerprint == net.fingerprint
     assert torch.allclose(loaded.cov, stats.cov) and torch.allclose(loaded.mean, stats.mean)
     assert loaded.features.shape == (297, 128)

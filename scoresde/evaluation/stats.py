@@ -4,11 +4,15 @@
 sum and the sum of outer products of their features (float64; mean and covariance follow exactly, as in
 torchmetrics' FID state) and a seeded subset of the features themselves (for KID).
 
-:class:`ReferenceStatsCache` stores one ``.npz`` file per ``(name, feature network)`` --
-``<dir>/<name>__<network>.npz`` -- in ``$SCORESDE_STATS_DIR`` or ``~/.cache/scoresde/stats``. The
-file records the feature network's fingerprint and a SHA-256 of the reference images; it is reused only
+:class:`ReferenceStatsCache` stores one ``.npz`` file per ``(reference images, feature network)`` --
+``<dir>/<name>__<hash>__<network>.npz``, ``<hash>`` the first 16 hex digits of the images' SHA-256 -- in
+``$SCORESDE_STATS_DIR`` or ``~/.cache/scoresde/stats``. The images' content keys the file, not their name:
+two data sets of one data module class (MNIST and Fashion-MNIST through ``MNISTDataModule``, both named
+``mnist-train``) get a file each instead of overwriting each other's; ``name`` only makes the file readable.
+The file records the feature network's fingerprint and the full SHA-256 of the images; it is reused only
 when both match (and the format version and feature width agree), otherwise the statistics are recomputed
-and the file is replaced. Files are written atomically (a temporary file in the same directory, then
+and the file is replaced. Images that changed get a new file; the old one stays until the directory is
+cleared. Files are written atomically (a temporary file in the same directory, then
 ``os.replace``), so concurrent runs never read a half-written file; an unreadable file counts as stale.
 """
 
@@ -248,7 +252,8 @@ def compute_reference_stats(
 
 
 class ReferenceStatsCache:
-    """Reference statistics on disk, one file per ``(name, feature network)``, recomputed when stale.
+    """Reference statistics on disk, one file per ``(reference images, feature network)`` (the images by
+    their content hash; see the module docstring), recomputed when stale.
 
     Args:
         directory: where the files live; None: :func:`default_stats_dir`.
@@ -257,14 +262,15 @@ class ReferenceStatsCache:
     def __init__(self, directory: str | Path | None = None) -> None:
         self.directory = Path(directory).expanduser() if directory is not None else default_stats_dir()
 
-    def path_for(self, name: str, extractor: FeatureExtractor) -> Path:
-        """The cache file of reference ``name`` in ``extractor``'s feature space."""
+    def path_for(self, name: str, extractor: FeatureExtractor, images_hash: str) -> Path:
+        """The cache file of the reference images whose :func:`data_hash` is ``images_hash`` (called
+        ``name``) in ``extractor``'s feature space."""
         safe = lambda s: re.sub(r"[^A-Za-z0-9._-]+", "_", s)  # noqa: E731
-        return self.directory / f"{safe(name)}__{safe(extractor.name)}.npz"
+        return self.directory / f"{safe(name)}__{images_hash[:16]}__{safe(extractor.name)}.npz"
 
     def lookup(self, name: str, extractor: FeatureExtractor, images_hash: str) -> ReferenceStats | None:
         """The cached statistics if present and valid for this network and these images, else None."""
-        path = self.path_for(name, extractor)
+        path = self.path_for(name, extractor, images_hash)
         if not path.is_file():
             return None
         try:
@@ -296,15 +302,15 @@ class ReferenceStatsCache:
         h = data_hash(images)
         stats = self.lookup(name, extractor, h)
         if stats is not None:
-            log.info("reusing reference statistics %s", self.path_for(name, extractor))
+            log.info("reusing reference statistics %s", self.path_for(name, extractor, h))
             return stats
         stats = compute_reference_stats(extractor, images, name, batch_size, max_kid_features)
         self.save(stats, extractor)
         return stats
 
     def save(self, stats: ReferenceStats, extractor: FeatureExtractor) -> Path:
-        """Store ``stats`` (atomically) as the entry of ``(stats.name, extractor)``."""
-        path = self.path_for(stats.name, extractor)
+        """Store ``stats`` (atomically) as the entry of its images (``stats.data_hash``) and ``extractor``."""
+        path = self.path_for(stats.name, extractor, stats.data_hash)
         stats.save(path)
         log.info("wrote reference statistics %s", path)
         return path

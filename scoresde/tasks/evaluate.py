@@ -5,16 +5,17 @@ seed ``seed * SEED_STRIDE + k * num_samples + i``; set 0 is exactly what ``task=
 sample is reproducible on its own and the result does not depend on batching or the number of processes.
 
 * Image data: the samples are quantized exactly like the data (``uint8`` in ``[0, levels)``) before any
-  feature is computed. FID and KID (torchmetrics) are computed per seed set against the reference
-  statistics of ``task.reference_split`` in the feature network's space (cached per data set and network,
-  recomputed when the data or the network changed); IS and the classifier confidence when the network has
-  class logits; memorisation (the fraction of samples closer to a training image than the 5th percentile of
-  test-to-train distances) in pixel space. Each metric is reported as its values over the seed sets with
-  their mean and standard deviation; ``task.compare_to`` names another run's ``metrics.json`` and the output
-  says whether the two differ by more than that spread. ``task.reference_stats`` replaces the computed
-  reference by a statistics file (ours, pytorch-fid's ``mu``/``sigma`` ``.npz`` or the paper's
-  ``cifar10_stats.npz`` with ``pool_3``) computed with the same feature network; KID needs the reference
-  features (ours, ``pool_3``), so with ``mu``/``sigma`` alone only FID is reported.
+  feature is computed. FID and KID (torchmetrics) are computed per seed set against the reference statistics
+  of ``task.reference_split`` in the feature network's space (cached per reference images -- by their content
+  hash, not the data set's name -- and network, recomputed when the network changed); IS and the classifier
+  confidence when the network has class logits; memorisation (the fraction of samples closer to a training
+  image than the 5th percentile of test-to-train distances) in pixel space. Each metric is reported as its
+  values over the seed sets with their mean and standard deviation; ``task.compare_to`` names another run's
+  ``metrics.json`` and the output says whether the two differ by more than that spread.
+  ``task.reference_stats`` replaces the computed reference by a statistics file (ours, pytorch-fid's
+  ``mu``/``sigma`` ``.npz`` or the paper's ``cifar10_stats.npz`` with ``pool_3``) computed with the same
+  feature network; KID needs the reference features (ours, ``pool_3``), so with ``mu``/``sigma`` alone only
+  FID is reported.
 * Continuous data (toy2d): sliced Wasserstein-2 and MMD to fresh draws of the data distribution, beside the
   same distances between two fresh draws (the floor a perfect sampler reaches).
 * Bits/dim of ``likelihood.split`` (``task.likelihood``), as ``task=likelihood``.
