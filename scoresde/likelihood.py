@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import torch
 
-from .bound import BoundResult, bound_bits_per_dim, variational_bound  # noqa: F401  (the bound, beside the ODE)
 from .quantization import bits_per_dim_from_logp, check_integer_data, dequantize
 from .score import ScoreFn
 from .sde import SDE

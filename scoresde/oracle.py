@@ -36,7 +36,7 @@ import math
 
 import torch
 
-from .sde import SDE, _as_time
+from .sde import SDE, as_time
 
 __all__ = ["GaussianMixture"]
 
@@ -113,7 +113,7 @@ class GaussianMixture:
         return self._cache[device]
 
     def _coefs(self, t, sde: SDE, batch: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        t = torch.as_tensor(_as_time(t), dtype=torch.float64, device=device)
+        t = torch.as_tensor(as_time(t), dtype=torch.float64, device=device)
         if t.dim() == 0:
             t = t.expand(batch)
         elif t.shape[0] != batch:

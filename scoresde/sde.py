@@ -22,7 +22,7 @@ import math
 
 import torch
 
-__all__ = ["SDE", "SubVPSDE", "VESDE", "VPSDE", "expand_to"]
+__all__ = ["SDE", "SubVPSDE", "VESDE", "VPSDE", "as_time", "expand_to"]
 
 
 def expand_to(v, x: torch.Tensor):
@@ -33,8 +33,9 @@ def expand_to(v, x: torch.Tensor):
     return v.reshape(v.shape[0], *([1] * (x.dim() - 1)))
 
 
-def _as_time(t) -> torch.Tensor:
-    """Times as a float tensor: ``(B,)``, or 0-d (float64) for a Python number."""
+def as_time(t) -> torch.Tensor:
+    """Times as a float tensor: ``(B,)``, or 0-d (float64) for a Python number; the time argument every
+    SDE method (and the oracle) accepts."""
     if not isinstance(t, torch.Tensor):
         return torch.tensor(float(t), dtype=torch.float64)
     if not t.is_floating_point():
@@ -63,7 +64,7 @@ class SDE(abc.ABC):
 
     #: terminal time
     T: float = 1.0
-    #: the paper's default smallest time of sampling (solvers stop there)
+    #: the paper's default smallest time of sampling (solvers stop there): 1e-3 (VP, sub-VP), 1e-5 (VE)
     sampling_eps: float = 1e-3
     #: the paper's smallest training/likelihood time
     train_eps: float = 1e-5
@@ -93,19 +94,19 @@ class SDE(abc.ABC):
 
     def mean_coef(self, t: torch.Tensor) -> torch.Tensor:
         """``m(t) = exp(log m(t))``."""
-        return torch.exp(self.log_mean_coef(_as_time(t)))
+        return torch.exp(self.log_mean_coef(as_time(t)))
 
     # --- the SDE ------------------------------------------------------------------------------
     def drift(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``f(x, t) = a(t) x``."""
-        t = _as_time(t)
+        t = as_time(t)
         _check_batch(x, t)
         return expand_to(self.drift_coef(t), x) * x
 
     def marginal(self, x0: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Perturbation kernel ``p_0t(x_t | x_0) = N(mean, std^2 I)``: returns ``(m(t) x0, s(t))``
         with ``std`` of shape ``(B,)`` (0-d for a scalar ``t``)."""
-        t = _as_time(t)
+        t = as_time(t)
         _check_batch(x0, t)
         return expand_to(self.mean_coef(t), x0) * x0, self.std(t)
 
@@ -142,7 +143,7 @@ class SDE(abc.ABC):
         probability-flow ODE, ``f - g^2 score / 2`` (eq. 13), at time ``t``; in backward time
         ``dx = reverse_drift dt`` with ``dt < 0`` (plus ``g dw`` for the SDE). Every sampler uses this
         one formula."""
-        t = _as_time(t)
+        t = as_time(t)
         f = self.drift(x, t)
         g2 = expand_to(self.diffusion(t) ** 2, x)
         if probability_flow:
@@ -161,7 +162,7 @@ class SDE(abc.ABC):
         falls back to Euler there).
 
         Computed in float64 (the difference of nearby variances cancels in float32)."""
-        t = _as_time(t)
+        t = as_time(t)
         t64 = t.double()
         s64 = (t64 - dt).clamp_min(0.0)
         log_r = self.log_mean_coef(t64) - self.log_mean_coef(s64)
@@ -196,11 +197,11 @@ class _BetaSchedule(SDE):
 
     def beta(self, t: torch.Tensor) -> torch.Tensor:
         """``beta(t) = beta_min + t (beta_max - beta_min)``."""
-        return self.beta_min + _as_time(t) * (self.beta_max - self.beta_min)
+        return self.beta_min + as_time(t) * (self.beta_max - self.beta_min)
 
     def log_mean_coef(self, t: torch.Tensor) -> torch.Tensor:
         """``log m(t) = -t^2 (b1 - b0) / 4 - t b0 / 2``."""
-        t = _as_time(t)
+        t = as_time(t)
         return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
 
     def drift_coef(self, t: torch.Tensor) -> torch.Tensor:
@@ -209,7 +210,7 @@ class _BetaSchedule(SDE):
 
     def noise_label(self, t: torch.Tensor) -> torch.Tensor:
         """``999 t``, the paper's continuous-time label (a DDPM timestep scale)."""
-        return 999.0 * _as_time(t)
+        return 999.0 * as_time(t)
 
     def _config(self) -> dict:
         return {"beta_min": self.beta_min, "beta_max": self.beta_max}
@@ -221,11 +222,9 @@ class VPSDE(_BetaSchedule):
     Kernel: ``m(t) = exp(-t^2 (b1-b0)/4 - t b0/2)``, ``s(t) = sqrt(1 - m(t)^2)``; prior ``N(0, I)``.
     """
 
-    sampling_eps = 1e-3
-
     def std(self, t: torch.Tensor) -> torch.Tensor:
         """``s(t) = sqrt(1 - m(t)^2) = sqrt(-expm1(2 log m(t)))``."""
-        return torch.sqrt(-torch.expm1(2.0 * self.log_mean_coef(_as_time(t))))
+        return torch.sqrt(-torch.expm1(2.0 * self.log_mean_coef(as_time(t))))
 
     def diffusion(self, t: torch.Tensor) -> torch.Tensor:
         """``g(t) = sqrt(beta(t))``."""
@@ -239,15 +238,13 @@ class SubVPSDE(_BetaSchedule):
     VP one); prior ``N(0, I)``.
     """
 
-    sampling_eps = 1e-3
-
     def std(self, t: torch.Tensor) -> torch.Tensor:
         """``s(t) = 1 - m(t)^2 = -expm1(2 log m(t))``."""
-        return -torch.expm1(2.0 * self.log_mean_coef(_as_time(t)))
+        return -torch.expm1(2.0 * self.log_mean_coef(as_time(t)))
 
     def diffusion(self, t: torch.Tensor) -> torch.Tensor:
         """``g(t) = sqrt(beta(t) (1 - m(t)^4)) = sqrt(-beta(t) expm1(4 log m(t)))``."""
-        return torch.sqrt(-self.beta(t) * torch.expm1(4.0 * self.log_mean_coef(_as_time(t))))
+        return torch.sqrt(-self.beta(t) * torch.expm1(4.0 * self.log_mean_coef(as_time(t))))
 
 
 class VESDE(SDE):
@@ -281,15 +278,15 @@ class VESDE(SDE):
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
         """``sigma(t) = sigma_min (sigma_max / sigma_min)^t``."""
-        return self.sigma_min * torch.exp(_as_time(t) * self.log_ratio)
+        return self.sigma_min * torch.exp(as_time(t) * self.log_ratio)
 
     def log_mean_coef(self, t: torch.Tensor) -> torch.Tensor:
         """``log m(t) = 0`` (no drift)."""
-        return _as_time(t) * 0.0
+        return as_time(t) * 0.0
 
     def drift_coef(self, t: torch.Tensor) -> torch.Tensor:
         """``a(t) = 0``."""
-        return _as_time(t) * 0.0
+        return as_time(t) * 0.0
 
     def std(self, t: torch.Tensor) -> torch.Tensor:
         """``s(t) = sigma(t)`` (see the class docstring for the convention)."""
@@ -303,7 +300,7 @@ class VESDE(SDE):
         """``sigma(t)`` or ``log sigma(t)`` according to ``noise_label``."""
         if self.label == "sigma":
             return self.sigma(t)
-        return math.log(self.sigma_min) + _as_time(t) * self.log_ratio
+        return math.log(self.sigma_min) + as_time(t) * self.log_ratio
 
     def _config(self) -> dict:
         return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "noise_label": self.label}

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from scoresde import VESDE, VPSDE, SubVPSDE
 
 ALL = [VPSDE(), SubVPSDE(), VESDE()]
-IDS = ["vp", "subvp", "ve"]
+IDS = [type(sde).__name__.removesuffix("SDE").lower() for sde in ALL]  # vp, subvp, ve
 
 
 @pytest.mark.parametrize("sde", ALL, ids=IDS)
