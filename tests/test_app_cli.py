@@ -16,7 +16,7 @@ import pytest
 import torch
 from test_app_run import TOY_BASE
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
 
 TOY = [*TOY_BASE, "validation.bpd_examples=0", "num_samples=30", "likelihood.num_examples=10"]
 

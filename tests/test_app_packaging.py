@@ -81,6 +81,7 @@ def wheel_site(tmp_path_factory):
     return whl, site
 
 
+@pytest.mark.slow
 def test_wheel_contains_every_config(wheel_site):
     whl, _ = wheel_site
     names = set(zipfile.ZipFile(whl).namelist())
@@ -91,6 +92,7 @@ def test_wheel_contains_every_config(wheel_site):
     assert "scoresde/conf/__init__.py" in names and "scoresde/run.py" in names
 
 
+@pytest.mark.slow
 def test_app_runs_from_the_wheel(wheel_site, tmp_path):
     _, site = wheel_site
     env = {**os.environ, "PYTHONPATH": str(site), "PYTHONWARNINGS": "ignore"}

@@ -253,6 +253,7 @@ def _is_user_error(proc: subprocess.CompletedProcess, text: str) -> None:
     assert proc.stderr.lstrip().startswith("error: ") and text in proc.stderr, proc.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_cli_user_errors_end_with_error_and_exit_status_1(trained, tmp_path):
     _is_user_error(_cli([*TOY, "solver=pc", "solver.snr=-1", f"hydra.run.dir={tmp_path}/a"], tmp_path),
                    "snr must be >= 0")
@@ -279,6 +280,7 @@ def test_cli_user_errors_end_with_error_and_exit_status_1(trained, tmp_path):
     assert _digest(run / ".hydra" / "config.yaml") == hydra_before
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_where_the_checkpoint_is_and_how_to_resume(tmp_path):
     run = tmp_path / "run"
     args = [*TOY, "checkpoint.every_n_steps=5", "task.sample=false", "task.likelihood=false",

@@ -24,6 +24,7 @@ import bench_solvers  # noqa: E402
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+@pytest.mark.slow
 def test_bench_solvers_prints_every_row():
     out = subprocess.run([sys.executable, str(BENCH / "bench_solvers.py"), "--steps", "4", "--repeats", "1",
                           "--no-unet"], capture_output=True, text=True, timeout=300, check=True).stdout

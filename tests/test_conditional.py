@@ -60,6 +60,7 @@ def distance(x, exact):
 # --- class guidance -------------------------------------------------------------------------------
 @pytest.mark.parametrize("solver", list(SAMPLERS))
 @pytest.mark.parametrize("sde_name", list(SDES))
+@pytest.mark.slow
 def test_class_guidance_with_the_exact_classifier_samples_the_component(sde_name, solver):
     """grad log p_t(x) + grad log p_t(k | x) = grad log p_t(x | k): at w = 1 the samples are component k's."""
     sde, gm, k = SDES[sde_name], mixture(2), 2
@@ -101,6 +102,7 @@ _PAPER_2D = {}
 @pytest.mark.parametrize("solver,method", [("em", "paper"), ("pc", "paper"), ("ode", "paper"),
                                            ("em", "smc"), ("pc", "smc")])
 @pytest.mark.parametrize("sde_name", list(SDES))
+@pytest.mark.slow
 def test_imputation_2d(sde_name, solver, method):
     sde = SDES[sde_name]
     gm, known, mask, exact, floor = inpainting_problem(2, sde)
@@ -125,6 +127,7 @@ def test_imputation_2d(sde_name, solver, method):
     ("vp", "em", "paper"), ("subvp", "pc", "paper"), ("ve", "ode", "paper"),
     ("vp", "pc", "smc"), ("subvp", "em", "smc"), ("ve", "pc", "smc"),
 ])
+@pytest.mark.slow
 def test_imputation_16d(sde_name, solver, method):
     sde = SDES[sde_name]
     gm, known, mask, exact, floor = inpainting_problem(16, sde)

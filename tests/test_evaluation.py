@@ -458,6 +458,7 @@ def test_toy2d_distances():
     assert abs(E.mmd_rbf(a, b)) < E.mmd_rbf(a, c)
 
 
+@pytest.mark.slow
 def test_evaluation_layer_imports_neither_lightning_nor_hydra():
     code = (
         "import sys, scoresde.evaluation; "

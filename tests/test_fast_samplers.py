@@ -109,6 +109,7 @@ ORDERS = {
 
 @pytest.mark.parametrize("sde_name", list(SDES))
 @pytest.mark.parametrize("name", list(ORDERS))
+@pytest.mark.slow
 def test_convergence_order(name, sde_name):
     sde = SDES[sde_name]
     make, steps, order = ORDERS[name]
@@ -168,6 +169,7 @@ AT_20 = {
 
 @pytest.mark.parametrize("sde_name", list(SDES))
 @pytest.mark.parametrize("name", list(AT_20))
+@pytest.mark.slow
 def test_sliced_wasserstein_at_20_evaluations(name, sde_name):
     sde = SDES[sde_name]
     make, nfe = AT_20[name]
@@ -296,6 +298,7 @@ def test_images_and_float32():
         assert x.shape == (5, 1, 2, 2) and x.dtype == torch.float32 and torch.isfinite(x).all()
 
 
+@pytest.mark.slow
 def test_benchmark_runs_in_a_tiny_configuration(tmp_path):
     """benchmarks/fast_samplers.py end to end: trains a model for 2 steps, oracle and digits tables, plot."""
     import importlib.util

@@ -17,6 +17,7 @@ SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_scale.py"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the script runs the full configuration")
+@pytest.mark.slow
 def test_gpu_scale_tiny_configuration_runs_on_cpu(tmp_path):
     out = tmp_path / "gpu_scale.json"
     proc = subprocess.run(

@@ -190,6 +190,7 @@ def _compare_time_samplings(score, sde, x0, seed):
 
 
 @pytest.mark.parametrize("name", ["vp", "subvp", "ve"])
+@pytest.mark.slow
 def test_importance_sampled_loss_is_unbiased_against_the_exact_objective(name):
     """Gaussian data N(0, s^2 I) with its exact score: the likelihood-weighted objective
     E_{t ~ U(eps, 1)}[g^2/s(t)^2 * D/2 (1 - s(t)^2 / (m^2 s^2 + s(t)^2))] by quadrature; both time samplings
@@ -218,6 +219,7 @@ def test_importance_sampled_loss_is_unbiased_against_the_exact_objective(name):
 
 
 @pytest.mark.parametrize("name", ["vp", "subvp", "ve"])
+@pytest.mark.slow
 def test_importance_sampling_on_the_mixture_oracle_and_a_small_network(name):
     """Same mean within Monte Carlo error and a smaller variance, on the non-isotropic mixture with its
     exact score, and with a small MLP trained briefly on it (eps parameterization)."""

@@ -40,6 +40,7 @@ def test_log_prob_integrates_to_one_in_1d(sde):
 
 
 @pytest.mark.parametrize("sde", [VPSDE(), VESDE()], ids=["vp", "ve"])
+@pytest.mark.slow
 def test_log_prob_integrates_to_one_in_2d(sde):
     gm = mixture_2d()
     for t in (0.05, 0.5):

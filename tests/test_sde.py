@@ -10,6 +10,9 @@ from omegaconf import OmegaConf
 
 from scoresde import VESDE, VPSDE, SubVPSDE
 
+# the Monte Carlo test's 1,500 small steps collapse on two threads when another process holds a core
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ALL = [VPSDE(), SubVPSDE(), VESDE()]
 IDS = [type(sde).__name__.removesuffix("SDE").lower() for sde in ALL]  # vp, subvp, ve
 
@@ -43,6 +46,7 @@ def test_prior_logp_matches_torch_distributions(sde):
 
 
 @pytest.mark.parametrize("sde", ALL, ids=IDS)
+@pytest.mark.slow
 def test_marginal_against_monte_carlo_forward_simulation(sde):
     """Draw x_s from the kernel, simulate the forward SDE with a fine Euler-Maruyama grid to t,
     and compare mean and std of x_t with the kernel p_0t(. | x0)."""

@@ -339,6 +339,7 @@ def ddp_job(slurm_cluster, tmp_path_factory):
     return where / "sweep" / "0"
 
 
+@pytest.mark.slow
 def test_ddp_training_runs_as_one_slurm_job_with_two_tasks(ddp_job):
     metrics = json.loads((ddp_job / "metrics.json").read_text())
     assert metrics["global_step"] == 16 and metrics["resumed_from"] is None
@@ -357,6 +358,7 @@ def test_ddp_training_runs_as_one_slurm_job_with_two_tasks(ddp_job):
     assert not list(ddp_job.glob("hpc_ckpt*"))
 
 
+@pytest.mark.slow
 def test_ddp_sampling_under_slurm_equals_one_process(slurm_cluster, ddp_job, tmp_path):
     ckpt = ddp_job / "checkpoints" / "last.ckpt"
     _multirun(
@@ -379,6 +381,7 @@ def test_ddp_sampling_under_slurm_equals_one_process(slurm_cluster, ddp_job, tmp
     torch.testing.assert_close(under_slurm["samples"], single, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_two_job_sweep_through_the_slurm_launcher(slurm_cluster, tmp_path):
     _multirun(
         slurm_cluster,
@@ -425,6 +428,7 @@ def _start_now(cluster: SlurmCluster, job: str) -> None:
             return
 
 
+@pytest.mark.slow
 def test_requeued_job_resumes_from_last_ckpt(slurm_cluster, tmp_path):
     """A training job requeued twice: by ``scontrol requeue`` (an admin, or preemption with
     PreemptMode=REQUEUE) and by the signal SLURM sends before the time limit (SIGUSR2, which submitit

@@ -67,6 +67,7 @@ SOLVERS = {
 @pytest.mark.parametrize("solver_name", list(SOLVERS))
 @pytest.mark.parametrize("sde_name", list(SDES))
 @pytest.mark.parametrize("dim", [2, 16])
+@pytest.mark.slow
 def test_samples_match_the_exact_marginal(dim, sde_name, solver_name):
     sde, gm = SDES[sde_name], mixture(dim)
     solver = SOLVERS[solver_name]()
@@ -173,6 +174,7 @@ def test_every_predictor_corrector_combination_runs(predictor, corrector, sde_na
 
 
 @pytest.mark.parametrize("method", sorted(SDE_METHODS))
+@pytest.mark.slow
 def test_torchsde_methods_and_adaptive_stepping(method):
     sde, gm = VPSDE(), mixture(2)
     solver = EulerMaruyama(steps=100, method=method, denoise=False)

@@ -35,6 +35,7 @@ def test_metric_value():
 
 @pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None,
                     reason="needs the sweep extra (hydra-optuna-sweeper)")
+@pytest.mark.slow
 def test_two_trial_optuna_study_on_toy_data(tmp_path):
     sweep = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "scoresde.run", "-m", "hparams_search=toy2d_optuna",
