@@ -12,9 +12,12 @@ from scoresde import VESDE, VPSDE, GaussianMixture, SubVPSDE
 from scoresde.evaluation import sliced_wasserstein
 from scoresde.solvers import (
     CORRECTORS,
+    DDIM,
     PREDICTORS,
     SDE_METHODS,
+    DPMSolver,
     EulerMaruyama,
+    Heun,
     PredictorCorrector,
     ProbabilityFlowODE,
     Sampler,
@@ -282,6 +285,47 @@ def test_nan_in_the_state_is_caught_when_the_score_hides_it():
         PredictorCorrector(steps=5).sample(lambda x, t: torch.nan_to_num(x) * 0, sde, (4, 2), x_T=x_T)
     with pytest.raises(ValueError, match="check_every must be >= 1"):
         CountingScore(lambda x, t: x, check_every=0)
+
+
+# --- a score of the wrong shape ---------------------------------------------------------------------
+WRONG_SHAPE_SAMPLERS = {
+    "em": lambda: EulerMaruyama(steps=10),
+    "em_adaptive": lambda: EulerMaruyama(steps=10, adaptive=True),
+    "pc": lambda: PredictorCorrector(steps=10),
+    "pc_corrector_only": lambda: PredictorCorrector(steps=10, predictor="none"),
+    "ode": lambda: ProbabilityFlowODE(),
+    "ode_per_example": lambda: ProbabilityFlowODE(per_example=True),
+    "ddim": lambda: DDIM(10),
+    "dpm_solver": lambda: DPMSolver(steps=10),
+    "dpm_solver_singlestep": lambda: DPMSolver(steps=10, order=3, method="singlestep"),
+    "dpm_solver_adaptive": lambda: DPMSolver(method="adaptive"),
+    "heun": lambda: Heun(10),
+}
+
+
+@pytest.mark.parametrize("name", list(WRONG_SHAPE_SAMPLERS))
+def test_a_score_of_the_wrong_shape_is_refused_at_the_first_call(name):
+    """A score that drops a dimension used to broadcast silently (DPM-Solver, DDIM, PC...): every
+    sampler refuses it at its first evaluation, naming both shapes."""
+    sde, gm = VPSDE(), mixture(2)
+    exact, calls = gm.score_fn(sde), []
+
+    def first_coordinate_only(x, t):
+        calls.append(1)
+        return exact(x, t)[:, :1]
+
+    with pytest.raises(ValueError, match=r"returned shape \((4|1), 1\) for x of shape \(\1, 2\)"):
+        WRONG_SHAPE_SAMPLERS[name]().sample(first_coordinate_only, sde, (4, 2),
+                                            generator=torch.Generator().manual_seed(0))
+    assert len(calls) == 1
+
+
+def test_ode_encode_decode_refuse_a_score_of_the_wrong_shape():
+    sde, gm = VPSDE(), mixture(2)
+    exact = gm.score_fn(sde)
+    for run in (ProbabilityFlowODE().encode, ProbabilityFlowODE().decode):
+        with pytest.raises(ValueError, match=r"returned shape \(4, 2, 1\) for x of shape \(4, 2\)"):
+            run(lambda x, t: exact(x, t)[..., None], sde, torch.zeros(4, 2))
 
 
 # --- denoise: one meaning for every sampler -------------------------------------------------------
