@@ -35,7 +35,7 @@ score ``U s(U^T u, t)``: :func:`impute` works on ``u`` and maps back with ``U^T`
 Sampler -> step loop (the solvers' own loops have no per-step hook, so imputation runs its own,
 built from the SDE's public methods; each sampler's settings are honoured):
 
-* :class:`~scoresde.solvers.EulerMaruyama` (``method="euler"``, fixed steps): the Euler-Maruyama step
+* :class:`~scoresde.solvers.EulerMaruyama` (fixed steps): the Euler-Maruyama step
   of the reverse SDE, ``N(x - [f - g^2 s] dt, g^2 dt)``;
 * :class:`~scoresde.solvers.PredictorCorrector` (``reverse_diffusion`` predictor; ``langevin`` or
   ``none`` corrector): the reverse-diffusion step ``N((2 - r) x + q^2 s, q^2)`` preceded by
@@ -55,7 +55,13 @@ from tqdm.auto import tqdm
 
 from .score import NetworkScore, ScoreFn
 from .sde import SDE
-from .solvers import EulerMaruyama, PredictorCorrector, ProbabilityFlowODE, integrate, probability_flow_drift
+from .solvers import (
+    PredictorCorrector,
+    ProbabilityFlowODE,
+    ReverseSDESolver,
+    integrate,
+    probability_flow_drift,
+)
 from .solvers.base import NoiseSource, Sampler, tweedie_denoise
 
 __all__ = [
@@ -292,10 +298,10 @@ def _ode_step(sampler: ProbabilityFlowODE, score, sde: SDE, x, t: float, t_next:
 def _kernel(sampler: Sampler):
     """The sampler's kind and its step: ``(correctors, predictor)`` Gaussian kernels returning
     ``(mean, std)``, or the ODE step."""
-    if isinstance(sampler, EulerMaruyama):
+    if isinstance(sampler, ReverseSDESolver):
         if sampler.method != "euler" or sampler.adaptive:
-            raise ValueError("imputation with solver=em needs method=euler and adaptive=false "
-                             f"(got method={sampler.method!r}, adaptive={sampler.adaptive})")
+            raise ValueError("imputation with a reverse-SDE solver needs method=euler and adaptive=false: "
+                             f"solver=em (got method={sampler.method!r}, adaptive={sampler.adaptive})")
         return "em", ((), _em_kernel)
     if isinstance(sampler, PredictorCorrector):
         if sampler.predictor != "reverse_diffusion" or sampler.corrector not in ("langevin", "none"):
