@@ -62,7 +62,7 @@ from .solvers import (
     integrate,
     probability_flow_drift,
 )
-from .solvers.base import NoiseSource, Sampler, tweedie_denoise
+from .solvers.base import NoiseSource, Sampler, batch_time, time_grid, tweedie_denoise
 
 __all__ = [
     "classifier_guided_score", "cfg_score", "impute", "colorization_transform", "over_channels",
@@ -206,8 +206,8 @@ def impute(sampler: Sampler, score_fn: ScoreFn, sde: SDE, known: torch.Tensor, m
         steps = getattr(sampler, "steps", 100)
     if int(steps) < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    eps = sde.sampling_eps if sampler.eps is None else sampler.eps
-    times = torch.linspace(sde.T, eps, int(steps) + 1, dtype=torch.float64).tolist()
+    eps = sampler.end_time(sde)
+    times = time_grid(int(steps), eps, sde.T).tolist()
     bar = tqdm(total=int(steps), desc=f"impute {method}/{kind}", disable=not progress, leave=False)
     with torch.no_grad():
         if method == "paper":
@@ -224,8 +224,7 @@ def impute(sampler: Sampler, score_fn: ScoreFn, sde: SDE, known: torch.Tensor, m
             u = _smc(kernel, score_u, sde, u0, mask, noise, times, bar)
         bar.close()
         if sampler.denoise:
-            t_end = torch.full((u.shape[0],), eps, dtype=u.dtype, device=u.device)
-            u = tweedie_denoise(score_u, sde, u, t_end)
+            u = tweedie_denoise(score_u, sde, u, batch_time(u, eps))
         return unmix(torch.where(mask, u0, u))
 
 
@@ -263,7 +262,7 @@ def _setup(score_fn: ScoreFn, known: torch.Tensor, mask, transform):
 
 
 def _at(score: ScoreFn, x: torch.Tensor, t: float) -> torch.Tensor:
-    return score(x, torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype))
+    return score(x, batch_time(x, t))
 
 
 def _em_kernel(score, sde: SDE, x, t: float, t_next: float):
