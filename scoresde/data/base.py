@@ -199,8 +199,8 @@ class ScoreDataModule(pl.LightningDataModule):
     every constructor argument of every class from this one to the subclass, except ``seed``.
     ``seed`` is left out because it is a run setting, not a property of the data, and the LightningModule
     has a ``seed`` of its own: Lightning refuses to train when a key of both hparams differs
-    ("Error while merging hparams"). The app records every data setting, ``seed`` included, in each
-    checkpoint's ``scoresde_run``.
+    ("Error while merging hparams"). The app records the data settings that shape training, ``seed``
+    included, in each checkpoint's ``scoresde_run`` (``scoresde.tasks.train.run_settings``).
 
     Args:
         batch_size: training batch size, GLOBAL: under DDP (a trainer with ``world_size`` W > 1 attached) each
