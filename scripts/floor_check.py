@@ -29,9 +29,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCH = os.environ.get("FLOOR_TORCH", "torch==2.13.0")
