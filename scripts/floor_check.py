@@ -42,6 +42,7 @@ EXTRA_TESTS = {
     "tensorboard": ["tests/test_trainer_groups.py"],
     "sweep": ["tests/test_sweep.py"],
     "wandb": ["tests/test_trainer_groups.py"],
+    "diffusers": ["tests/test_interop_diffusers.py", "tests/test_interop_optional.py"],
 }
 
 
