@@ -23,7 +23,6 @@ VP_LABEL_SCALE = 999.0
 def _require_diffusers():
     try:
         import diffusers
-        import safetensors.torch  # noqa: F401 -- diffusers < 0.34 reads and writes with it without importing it
     except ImportError as err:
         raise ImportError(
             "diffusers models need the diffusers package: pip install -e '.[diffusers]'"

@@ -21,7 +21,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import safetensors.torch  # noqa: F401 -- diffusers < 0.34 writes with it without importing it
 import torch
 from diffusers import ConfigMixin, DDIMPipeline, DDIMScheduler, ModelMixin
 from diffusers.configuration_utils import register_to_config
