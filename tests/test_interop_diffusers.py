@@ -65,8 +65,60 @@ def test_the_linear_schedule_is_the_papers_vp_sde():
     assert sde["beta_min"] == pytest.approx(0.1) and sde["beta_max"] == pytest.approx(20.0)
     back = scheduler_config_from_sde(sde)
     assert back["beta_start"] == pytest.approx(1e-4) and back["beta_end"] == pytest.approx(0.02)
-    with pytest.raises(ValueError, match="squaredcos_cap_v2"):
-        sde_config_from_scheduler({"beta_schedule": "squaredcos_cap_v2"})
+    assert sde_config_from_scheduler({"beta_schedule": "squaredcos_cap_v2"}) == {
+        "_target_": "scoresde.sde.CosineVPSDE", "s": 0.008}
+    with pytest.raises(ValueError, match="scaled_linear"):
+        sde_config_from_scheduler({"beta_schedule": "scaled_linear"})
+
+
+def test_the_cosine_vp_sde_is_diffusers_cosine_schedule():
+    from diffusers import DDPMScheduler
+
+    from scoresde.sde import CosineVPSDE
+
+    sde = CosineVPSDE()
+    ab = DDPMScheduler(num_train_timesteps=N, beta_schedule="squaredcos_cap_v2").alphas_cumprod.double()
+    n = torch.arange(0, 990)  # beyond, diffusers clips beta at 0.999
+    m2 = sde.mean_coef(n.double() / (N - 1)) ** 2
+    assert torch.allclose(m2, ab[n], rtol=0.02, atol=1e-6)  # alpha_bar_n = f((n+1)/N)/f(0) vs t = n/999
+    # the kernel solves the SDE: d log m / dt = -beta/2 and d s^2/dt = -beta s^2 + beta
+    t, h = torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64), 1e-6
+    dlogm = (sde.log_mean_coef(t + h) - sde.log_mean_coef(t - h)) / (2 * h)
+    assert torch.allclose(dlogm, sde.drift_coef(t), rtol=1e-6)
+    ds2 = (sde.std(t + h) ** 2 - sde.std(t - h) ** 2) / (2 * h)
+    assert torch.allclose(ds2, 2 * sde.drift_coef(t) * sde.std(t) ** 2 + sde.diffusion(t) ** 2, rtol=1e-6)
+    with pytest.raises(ValueError, match="T must lie in"):
+        CosineVPSDE(T=1.0)
+
+
+def test_our_ddim_equals_diffusers_ddim_on_the_cosine_schedule(tmp_path):
+    from diffusers import DDIMPipeline, DDIMScheduler
+
+    from scoresde.interop import from_diffusers
+    from scoresde.score import NetworkScore
+    from scoresde.sde import CosineVPSDE
+
+    # "leading" spacing with offset 1: timesteps 981, 961, ..., 1, then alpha_bar = 1
+    sched = DDIMScheduler(num_train_timesteps=N, beta_schedule="squaredcos_cap_v2", clip_sample=False,
+                          set_alpha_to_one=True, steps_offset=1)
+    DDIMPipeline(unet=_unet(), scheduler=sched).save_pretrained(tmp_path)
+    model = from_diffusers(tmp_path)
+    assert isinstance(model.sde, CosineVPSDE)
+    pipe = DDIMPipeline.from_pretrained(tmp_path)
+    pipe.scheduler.set_timesteps(STEPS)
+    grid = pipe.scheduler.timesteps.tolist()
+    assert grid[0] == 981 and grid[-1] == 1
+    x_T = torch.randn((4, 1, 8, 8), generator=torch.Generator().manual_seed(0))
+    x = x_T.clone()
+    with torch.no_grad():
+        for t in pipe.scheduler.timesteps:
+            x = pipe.scheduler.step(pipe.unet(x, t).sample, t, x, eta=0.0).prev_sample
+    sde = CosineVPSDE(T=grid[0] / (N - 1))  # start where diffusers starts
+    solver = DDIM(steps=STEPS - 1, eta=0.0, eps=grid[-1] / (N - 1), denoise=True)
+    ours = solver.sample(NetworkScore(model.net, sde), sde, tuple(x_T.shape), x_T=x_T)
+    rel = ((ours - x).norm() / x.norm()).item()
+    print(f"cosine: relative L2 difference to diffusers' DDIM: {rel:.2g}")
+    assert rel < 0.01
 
 
 def test_our_ddim_equals_diffusers_ddim_from_the_same_noise(pipeline_folder):

@@ -3,7 +3,8 @@
 * :func:`from_diffusers`: a local diffusers pipeline folder (``unet/`` holding a ``UNet2DModel``,
   ``scheduler/`` a ``DDPMScheduler``/``DDIMScheduler`` config) as a :class:`~scoresde.train.ScoreModel`:
   the discrete linear beta schedule of ``N`` steps becomes the continuous VP SDE with
-  ``beta_min = N beta_start``, ``beta_max = N beta_end`` (:mod:`.schedule`), the network is called at
+  ``beta_min = N beta_start``, ``beta_max = N beta_end``, the cosine one the cosine VP SDE
+  (:mod:`.schedule`), the network is called at
   the timestep label ``(N - 1) t``, epsilon or v prediction. The app: ``model=diffusers
   ckpt_path=<folder>``.
 * :func:`export_diffusers`: a trained VP/sub-VP model as a folder that diffusers loads

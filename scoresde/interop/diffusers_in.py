@@ -10,7 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from scoresde.sde import VPSDE, expand_to
+from scoresde.sde import expand_to
+from scoresde.train.build import instantiate
 
 from .schedule import PREDICTION_TYPES, sde_config_from_scheduler
 
@@ -35,18 +36,17 @@ class DiffusersUNet(nn.Module):
 
     The label ``c = 999 t`` of the VP SDE becomes the UNet's timestep ``(N - 1) t``. With
     ``prediction_type="v_prediction"`` the UNet predicts ``v = m(t) eps - s(t) x_0`` (Salimans & Ho 2022),
-    and the noise is ``eps = s(t) x + m(t) v`` (``m^2 + s^2 = 1``), with ``m``, ``s`` of the VP SDE
-    ``beta_min``, ``beta_max``.
+    and the noise is ``eps = s(t) x + m(t) v`` (``m^2 + s^2 = 1``), with ``m``, ``s`` of the (VP) SDE.
 
     Args:
         unet: the ``UNet2DModel`` config (``config.json`` of the folder's ``unet/``).
         num_train_timesteps: ``N`` of the scheduler.
         prediction_type: ``epsilon`` or ``v_prediction``.
-        beta_min, beta_max: the VP SDE (for v prediction).
+        sde: the SDE config (VP or cosine VP: :func:`~scoresde.interop.schedule.sde_config_from_scheduler`).
     """
 
     def __init__(self, unet: Mapping[str, Any], num_train_timesteps: int = 1000,
-                 prediction_type: str = "epsilon", beta_min: float = 0.1, beta_max: float = 20.0):
+                 prediction_type: str = "epsilon", sde: Mapping[str, Any] | None = None):
         super().__init__()
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type {prediction_type!r} is not supported; "
@@ -56,7 +56,7 @@ class DiffusersUNet(nn.Module):
         self.unet = _require_diffusers().UNet2DModel.from_config(dict(unet))
         self.num_train_timesteps = int(num_train_timesteps)
         self.prediction_type = prediction_type
-        self._vp = VPSDE(beta_min, beta_max)
+        self._vp = instantiate(dict(sde or {"_target_": "scoresde.sde.VPSDE"}))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         t = c / VP_LABEL_SCALE
@@ -87,8 +87,8 @@ def read_pipeline_folder(path: str | Path) -> tuple[Path, dict[str, Any]]:
 def from_diffusers(path: str | Path, *, levels: int | None = 256,
                    data_range: tuple[float, float] = (-1.0, 1.0), device: torch.device | str = "cpu"):
     """The :class:`~scoresde.train.ScoreModel` (eval mode) of the diffusers pipeline folder ``path``:
-    the UNet2DModel's weights behind :class:`DiffusersUNet`, the VP SDE of the scheduler's linear beta
-    schedule (:func:`~scoresde.interop.schedule.sde_config_from_scheduler`), the data shape of the UNet
+    the UNet2DModel's weights behind :class:`DiffusersUNet`, the SDE of the scheduler's linear or cosine
+    beta schedule (:func:`~scoresde.interop.schedule.sde_config_from_scheduler`), the data shape of the UNet
     (``in_channels``, ``sample_size``); ``levels`` and ``data_range`` are those of the data the model
     was trained on (diffusers' image pipelines: 256 levels in ``[-1, 1]``)."""
     from scoresde.train import ScoreModel
@@ -101,8 +101,7 @@ def from_diffusers(path: str | Path, *, levels: int | None = 256,
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     net = {"_target_": "scoresde.interop.DiffusersUNet", "unet": cfg,
            "num_train_timesteps": int(sched.get("num_train_timesteps", 1000)),
-           "prediction_type": sched.get("prediction_type", "epsilon"),
-           "beta_min": sde["beta_min"], "beta_max": sde["beta_max"]}
+           "prediction_type": sched.get("prediction_type", "epsilon"), "sde": sde}
     model = ScoreModel(net=net, sde=sde, parameterization="eps", data_shape=(int(cfg["in_channels"]), h, w),
                        levels=levels, data_range=data_range)
     model.net.unet.load_state_dict(unet.state_dict())
