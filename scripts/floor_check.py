@@ -13,7 +13,7 @@ torch is the one exception: PyPI's Linux wheels of torch are CUDA builds of seve
 the CPU wheel that pip finds (``$FLOOR_TORCH``, default ``torch==2.13.0``, the build CI uses) and says so.
 
 ``--extras`` also pins the floors of those optional extras and runs their tests. CI runs it with every
-extra but ``slurm`` (``.ci/run``: ``--extras plot,tensorboard,sweep,wandb,diffusers``; ~8 min on a busy
+extra but ``slurm`` (``.ci/run``: ``--extras plot,tensorboard,sweep,wandb,diffusers``; 5 min 11 s on a busy
 2-core machine). ``slurm`` (hydra-submitit-launcher) is left out: its test needs the SLURM daemons that
 ``.ci/run`` starts as root around the whole suite, and CI installs its newest release for that test.
 
