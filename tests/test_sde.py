@@ -9,12 +9,13 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from scoresde import VESDE, VPSDE, SubVPSDE
+from scoresde.sde import CosineVPSDE
 
 # the Monte Carlo test's 1,500 small steps collapse on two threads when another process holds a core
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-ALL = [VPSDE(), SubVPSDE(), VESDE()]
-IDS = [type(sde).__name__.removesuffix("SDE").lower() for sde in ALL]  # vp, subvp, ve
+ALL = [VPSDE(), SubVPSDE(), VESDE(), CosineVPSDE()]
+IDS = ["vp", "subvp", "ve", "cosine"]
 
 
 @pytest.mark.parametrize("sde", ALL, ids=IDS)
