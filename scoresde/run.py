@@ -13,7 +13,7 @@ the work is done by :mod:`scoresde.tasks`. Examples::
 Errors the user can fix (a bad config value, a missing data/weights/checkpoint file, a corrupt checkpoint,
 a diverged run, a run directory that cannot be created) end a single run with ``error: <what and how to fix
 it>`` on stderr and exit status 1, no traceback (``HYDRA_FULL_ERROR=1`` shows it); in a multirun sweep they
-are raised so the launcher reports them. Ctrl-C ends with exit status 1 and says how to resume.
+are raised so the launcher reports them. Ctrl-C and SIGTERM end with exit status 1 and say how to resume.
 """
 
 from __future__ import annotations
@@ -86,6 +86,9 @@ def main(cfg: DictConfig) -> dict | float:
     import warnings
 
     from scoresde.tasks import run_task
+    from scoresde.tasks.common import Terminated, terminate_like_ctrl_c
+
+    terminate_like_ctrl_c()  # SIGTERM ends the run like Ctrl-C (not with Lightning's silent status 0)
 
     # pytorch_lightning's own use of a torch API that torch >= 2.9 deprecates: not the user's to fix
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
@@ -98,7 +101,7 @@ def main(cfg: DictConfig) -> dict | float:
             raise
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         if not _single_run():
             raise
         from scoresde.tasks.common import output_dir
@@ -110,7 +113,8 @@ def main(cfg: DictConfig) -> dict | float:
             if last.is_file()
             else ""
         )
-        print(f"error: interrupted (Ctrl-C){hint}", file=sys.stderr)
+        how = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted (Ctrl-C)"
+        print(f"error: {how}{hint}", file=sys.stderr)
         sys.exit(1)
 
 if __name__ == "__main__":

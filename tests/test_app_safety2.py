@@ -3,8 +3,12 @@ a refused run changes nothing, every failure is a clear ``error:`` line and a no
 
 from __future__ import annotations
 
+import hashlib
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -68,3 +72,75 @@ def test_a_seed_sweep_trains_through_the_app_with_the_csv_logger(tmp_path):
     assert not torch.equal(samples[0], samples[1]) and not torch.equal(samples[1], samples[2])
     hparams = (sweep / "1" / "logs" / "hparams.yaml").read_text()
     assert "seed: 1" in hparams
+
+
+@pytest.fixture(scope="module")
+def trained_cli(tmp_path_factory):
+    """A finished tiny run made by the app itself (Hydra's record, run.log, checkpoint at step 2)."""
+    root = tmp_path_factory.mktemp("trained_cli")
+    proc = _cli([*TINY, "logger=csv", f"hydra.run.dir={root / 'run'}"], root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "run"
+
+
+def _files(run: Path) -> dict[str, str]:
+    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "run"
+    shutil.copytree(run, dst)
+    return dst
+
+
+# ------------------------------------------------------------------------------------------------ item 2
+def test_a_refused_resume_changes_no_file_and_lists_every_difference(trained_cli, tmp_path):
+    run = _copy(trained_cli, tmp_path)
+    before = _files(run)
+    assert ".hydra/config.yaml" in before and "run.log" in before
+    proc = _cli([*TINY, f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_steps=4", "sde=ve",
+                 "model.hidden=8", "data.dataset=swissroll"], tmp_path)
+    _is_user_error(proc, "net.hidden: 16 in the checkpoint, 8 now",
+                   "sde._target_: 'scoresde.sde.VPSDE' in the checkpoint, 'scoresde.sde.VESDE' now",
+                   "data.dataset: 'moons' in the checkpoint, 'swissroll' now", ".hydra/config.yaml")
+    assert _files(run) == before  # Hydra's record and run.log included; no new file either
+    # an accepted resume writes its record beside the training run's
+    proc = _cli([*TINY, f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_steps=3"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    after = _files(run)
+    assert after[".hydra/config.yaml"] == before[".hydra/config.yaml"]
+    assert "max_steps: 3" in (run / ".hydra-2" / "config.yaml").read_text()
+    assert "ckpt_path=last" in (run / ".hydra-2" / "overrides.yaml").read_text()
+
+
+# ------------------------------------------------------------------------------------------------ item 3
+def _start(args: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "scoresde.run", *args], cwd=cwd,
+                            env=_env(full_error=False), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _wait_for(proc: subprocess.Popen, path: Path, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None and not path.is_file():
+        time.sleep(0.1)
+    assert proc.poll() is None and path.is_file(), proc.stderr.read()[-3000:] if proc.poll() else ""
+
+
+def test_sigterm_during_training_exits_non_zero_and_says_how_to_resume(tmp_path):
+    run = tmp_path / "run"
+    proc = _start([*TINY, "task.sample=false", "task.likelihood=false", "trainer.max_steps=100000",
+                   f"hydra.run.dir={run}"], tmp_path)
+    last = run / "checkpoints" / "last.ckpt"
+    try:
+        _wait_for(proc, last)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode in (1, 143), err[-3000:]
+    assert "error: training terminated (SIGTERM) at step" in err and str(last) in err, err[-3000:]
+    assert f"hydra.run.dir={run} ckpt_path=last" in err
+    torch.load(last, map_location="cpu", weights_only=False)  # a whole checkpoint

@@ -28,6 +28,7 @@ from .settings import LikelihoodSettings
 __all__ = [
     "SEED_STRIDE",
     "ConfigError",
+    "Terminated",
     "check_keys",
     "config_errors",
     "data_info",
@@ -38,6 +39,7 @@ __all__ = [
     "sde_from_config",
     "set_threads",
     "solver_from_config",
+    "terminate_like_ctrl_c",
     "validate_config",
     "write_json",
 ]
@@ -50,6 +52,30 @@ SEED_STRIDE = 1_000_000
 
 class ConfigError(ValueError):
     """An invalid config value (the message names the key)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler ending the job), raised by the handler that
+    :func:`terminate_like_ctrl_c` installs: the run stops as on Ctrl-C (exit status 1, where the last
+    checkpoint is and how to resume) instead of Lightning's silent exit with status 0."""
+
+
+def terminate_like_ctrl_c() -> bool:
+    """Make SIGTERM raise :class:`Terminated` -- only where SIGTERM has its default action (under
+    submitit, which handles SIGTERM and requeues on SIGUSR2 itself, nothing changes); True if installed."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return False
+
+    def raise_terminated(signum, frame):
+        raise Terminated(f"terminated (signal {signum}, SIGTERM)")
+
+    signal.signal(signal.SIGTERM, raise_terminated)
+    return True
 
 
 # ---------------------------------------------------------------------------------------------- config

@@ -29,6 +29,7 @@ from .common import (
 )
 from .model_files import load_model_file
 from .paths import export_paths
+from .record import write_run_record
 from .rundir import check_writable, is_secondary_process, task_output_dir
 
 __all__ = [
@@ -165,6 +166,7 @@ def start_from_checkpoint(cfg: DictConfig, load_data: bool = True) -> tuple[Path
     official = Path(str(cfg.ckpt_path)).suffix == ".pth"  # its data shape comes from the configured network
     if load_data or not official:
         check_data_matches(model, dm, str(cfg.ckpt_path))
+    write_run_record(cfg)  # Hydra's record and run.log: only now that the checks have passed
     return run_dir, model, dm
 
 

@@ -45,6 +45,7 @@ from scoresde.train.distributed import is_global_zero, rank_and_world
 from scoresde.train.weights import save_weights_safetensors
 
 from .common import (
+    Terminated,
     config_errors,
     data_info,
     datamodule_from_config,
@@ -55,6 +56,7 @@ from .common import (
 )
 from .launch import device_of, prepare_run
 from .likelihood import LikelihoodSettings, evaluate_likelihood, log_summary
+from .record import write_run_record
 from .rundir import (
     CKPT_DIR,
     check_writable,
@@ -100,8 +102,8 @@ class TrainingRun:
 
 
 class ResumeHint(pl.Callback):
-    """On Ctrl-C during training (Lightning then exits with status 1): say where the last checkpoint is
-    and how to resume."""
+    """On Ctrl-C or SIGTERM (:class:`~scoresde.tasks.common.Terminated`) during training (Lightning then
+    exits with status 1): say where the last checkpoint is and how to resume."""
 
     def __init__(self, run_dir: Path, ckpt_dir: Path):
         self.run_dir, self.ckpt_dir = run_dir, ckpt_dir
@@ -111,6 +113,7 @@ class ResumeHint(pl.Callback):
     ) -> None:
         if not isinstance(exception, KeyboardInterrupt) or not trainer.is_global_zero:
             return
+        how = "terminated (SIGTERM)" if isinstance(exception, Terminated) else "interrupted"
         last = self.ckpt_dir / "last.ckpt"
         where = (
             f"the last checkpoint is {last}; resume with the same command plus hydra.run.dir={self.run_dir} "
@@ -119,7 +122,7 @@ class ResumeHint(pl.Callback):
             else "no checkpoint was written yet (checkpoint.every_n_steps); start again to train"
         )
         print(
-            f"error: training interrupted at step {trainer.global_step}: {where}", file=sys.stderr, flush=True
+            f"error: training {how} at step {trainer.global_step}: {where}", file=sys.stderr, flush=True
         )
 
 
@@ -183,8 +186,8 @@ def prepare_training(cfg: DictConfig) -> TrainingRun:
         check_writable(ckpt_dir, "checkpoint directory")
         if str(cfg.get("logger", "csv")) != "none":
             check_writable(run_dir / "logs", "log directory")
-        remove_stale_temporaries(ckpt_dir)
         claim_for_training(run_dir, resume)
+        remove_stale_temporaries(ckpt_dir)
     device_of(cfg)  # trainer=gpu on a machine without one: a clear error
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm = datamodule_from_config(cfg)
@@ -197,11 +200,11 @@ def prepare_training(cfg: DictConfig) -> TrainingRun:
     start = 0
     if resume is not None:
         ckpt = load_checkpoint(resume)
+        # every differing setting in one error (model, SDE, loss, optimizer, seed, EMA, data), then weights
+        recorded = {**ckpt, "hyper_parameters": {**ckpt["hyper_parameters"], **ckpt.get("scoresde_run", {})}}
+        current = {**dict(model.hparams), **(settings if "scoresde_run" in ckpt else {})}
+        check_same_config(recorded, current, (*RESUME_KEYS, "ema", "data"), resume, "the resumed run")
         check_compatible(ckpt, model, resume)
-        check_same_config(ckpt, dict(model.hparams), RESUME_KEYS, resume, "the resumed run")
-        if "scoresde_run" in ckpt:
-            recorded = {"hyper_parameters": ckpt["scoresde_run"]}
-            check_same_config(recorded, settings, ("ema", "data"), resume, "the resumed run")
         start = int(ckpt.get("global_step", 0))
         callbacks.append(ContinueLogs(run_dir / "logs" / "metrics.csv", start))
         log.info("resuming from %s (step %d)", resume, start)
@@ -211,6 +214,7 @@ def prepare_training(cfg: DictConfig) -> TrainingRun:
         if resume is not None and type(logger).__name__ == "TensorBoardLogger" and hasattr(logger, "_kwargs"):
             # TensorBoard drops the interrupted run's events from the checkpoint's step on
             logger._kwargs.setdefault("purge_step", start)
+    write_run_record(cfg)  # Hydra's record and run.log: only now that every check has passed
     return TrainingRun(
         cfg, run_dir, ckpt_dir, dm, info, model, solver, likelihood, resume, trainer, ema, ckpt_cb
     )
