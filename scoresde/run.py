@@ -73,6 +73,27 @@ def user_errors() -> tuple[type[BaseException], ...]:
             WeightsNotFoundError, WeightsFormatError, NonFiniteLossError, SamplingError)
 
 
+def user_error_message(err: BaseException, cfg: DictConfig) -> str | None:
+    """The message of ``err`` if it is a user error, or was raised while handling one (on a full disk the
+    logger's final save fails too, after the checkpoint write that stopped training); for a full disk
+    (``ENOSPC``, ``EDQUOT``) the file and the last good checkpoint; None for anything else."""
+    import errno
+
+    seen, cause = set(), err
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, user_errors()):
+            return str(cause)
+        seen.add(id(cause))
+        cause = cause.__context__
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        from scoresde.tasks.common import output_dir
+
+        last = output_dir(cfg) / "checkpoints" / "last.ckpt"
+        kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written"
+        return f"could not write {err.filename or 'a file'}: {(err.strerror or str(err)).lower()} ({kept})"
+    return None
+
+
 def _single_run() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -96,10 +117,11 @@ def main(cfg: DictConfig) -> dict | float:
 
     try:
         return optimized_value(cfg, run_task(cfg))  # a number for a sweeper when optimized_metric is set
-    except user_errors() as err:
-        if not _single_run() or os.environ.get("HYDRA_FULL_ERROR") == "1":
+    except Exception as err:
+        message = user_error_message(err, cfg)
+        if message is None or not _single_run() or os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt as err:
         if not _single_run():

@@ -3,7 +3,9 @@ a refused run changes nothing, every failure is a clear ``error:`` line and a no
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import shutil
 import signal
 import subprocess
@@ -144,3 +146,63 @@ def test_sigterm_during_training_exits_non_zero_and_says_how_to_resume(tmp_path)
     assert "error: training terminated (SIGTERM) at step" in err and str(last) in err, err[-3000:]
     assert f"hydra.run.dir={run} ckpt_path=last" in err
     torch.load(last, map_location="cpu", weights_only=False)  # a whole checkpoint
+
+
+# ------------------------------------------------------------------------------------------------ item 4
+class _FullDisk:
+    """A file whose writes fail as on a full disk (the OS's ENOSPC), around a real one."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def test_a_full_disk_during_a_checkpoint_write_is_one_error_naming_the_last_good_checkpoint(
+    tmp_path, monkeypatch
+):
+    from scoresde.run import user_error_message
+    from scoresde.tasks import compose_config, run_task
+    from scoresde.train import checkpoint
+
+    fdopen, saves = os.fdopen, []
+
+    def fill_up_after_the_first_save(fd, *args, **kwargs):
+        saves.append(fd)
+        f = fdopen(fd, *args, **kwargs)
+        return f if len(saves) == 1 else _FullDisk(f)
+
+    monkeypatch.setattr(checkpoint.os, "fdopen", fill_up_after_the_first_save)
+    cfg = compose_config(*TINY, "trainer.max_steps=6", "logger=csv", output_dir=tmp_path)
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    with pytest.raises(checkpoint.CheckpointWriteError) as err:
+        run_task(cfg)
+    assert str(err.value) == (
+        f"could not write {last}: no space left on device (the last good checkpoint is {last})"
+    )
+    monkeypatch.undo()
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 2  # kept, whole
+    assert not list(last.parent.glob(".*.tmp"))
+    # the logger's own save failing next (it does on a full disk) still reports the checkpoint's error
+    try:
+        try:
+            raise err.value
+        except checkpoint.CheckpointWriteError:
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "logs" / "x.csv"))  # noqa: B904
+    except OSError as logger_error:
+        assert user_error_message(logger_error, cfg) == str(err.value)
+    plain = OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "weights_ema.pt"))
+    assert user_error_message(plain, cfg) == (
+        f"could not write {tmp_path / 'weights_ema.pt'}: no space left on device "
+        f"(the last good checkpoint is {last})"
+    )

@@ -26,6 +26,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 __all__ = [
     "AtomicCheckpointIO",
     "CheckpointError",
+    "CheckpointWriteError",
     "LastCheckpoint",
     "check_compatible",
     "check_same_config",
@@ -74,22 +75,61 @@ def signals_deferred() -> Iterator[None]:
             saved[signum](signum, frame)
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint (or weights) file could not be written (a full disk, a quota, lost permissions); the
+    previous file of that name is left as it was."""
+
+
+class _WriteErrors:
+    """The file object given to ``torch.save``, keeping the ``OSError`` of a failed write: torch reports
+    it as a ``RuntimeError`` ("unexpected pos ...") without the cause."""
+
+    def __init__(self, f: Any):
+        self.f, self.error = f, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def write_error(path: Path, err: OSError) -> CheckpointWriteError:
+    """``could not write <file>: no space left on device (the last good checkpoint is <file>)``."""
+    reason = (err.strerror or str(err)).lower()
+    if path.suffix == ".ckpt":
+        kept = f"the last good checkpoint is {path}" if path.is_file() else "no checkpoint was written before"
+    else:
+        kept = f"{path} is left as it was" if path.is_file() else f"{path} was not written"
+    return CheckpointWriteError(f"could not write {path}: {reason} ({kept})")
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temporary file in the same directory, fsync, then ``os.replace``: a reader (or
     a crash at any moment) sees the old file or the new one, never a partial one. A signal arriving during
-    the save is handled after it (:func:`signals_deferred`)."""
+    the save is handled after it (:func:`signals_deferred`). A failed write (a full disk) is a
+    :class:`CheckpointWriteError` naming the file and the reason; the old file is kept."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    writer = None
     try:
         with signals_deferred():
             with os.fdopen(fd, "wb") as f:
-                torch.save(obj, f)
+                writer = _WriteErrors(f)
+                torch.save(obj, writer)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        cause = err if isinstance(err, OSError) else getattr(writer, "error", None)
+        if isinstance(cause, OSError) and isinstance(err, OSError | RuntimeError):
+            raise write_error(path, cause) from err
         raise
 
 
