@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from test_app_cli import _env
@@ -206,3 +207,43 @@ def test_a_full_disk_during_a_checkpoint_write_is_one_error_naming_the_last_good
         f"could not write {tmp_path / 'weights_ema.pt'}: no space left on device "
         f"(the last good checkpoint is {last})"
     )
+
+
+# ------------------------------------------------------------------------------------------------ item 5
+@pytest.fixture(scope="module")
+def digits_ckpt(tmp_path_factory):
+    from scoresde.tasks import compose_config, run_task
+
+    run = tmp_path_factory.mktemp("digits")
+    run_task(compose_config("threads=1", "trainer.max_steps=2", "task.sample=false", "task.likelihood=false",
+                            "validation.bpd_examples=0", "validation.num_samples=2",
+                            "validation.solver.steps=2", "validation.bound_samples=0",
+                            "progress_bar_refresh_rate=0", "logger=none", output_dir=run))
+    return run / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: np.savez(d / "s.npz", mu=np.zeros(3), sigma=np.eye(3)), r"reference_stats=.*3 features"),
+        (lambda d: np.savez(d / "s.npz", mean=np.zeros(3)), r"no FID statistics in it \(keys \['mean'\]\)"),
+        (None, r"task\.compare_to: no such file .*nowhere\.json"),
+    ],
+)
+def test_bad_evaluation_inputs_are_found_before_the_first_score_evaluation(
+    digits_ckpt, tmp_path, monkeypatch, make, message
+):
+    from scoresde.tasks import compose_config, evaluate, run_task
+    from scoresde.tasks.common import ConfigError
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("sampling started before the evaluation's inputs were checked")
+
+    monkeypatch.setattr(evaluate, "generate", no_sampling)
+    extra = [f"task.reference_stats={tmp_path / 's.npz'}"] if make else [
+        f"task.compare_to={tmp_path / 'nowhere.json'}"]
+    if make:
+        make(tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        run_task(compose_config("task=evaluate", "threads=1", f"ckpt_path={digits_ckpt}", "num_samples=4",
+                                *extra, output_dir=tmp_path / "out"))
