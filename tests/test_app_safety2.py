@@ -247,3 +247,13 @@ def test_bad_evaluation_inputs_are_found_before_the_first_score_evaluation(
     with pytest.raises(ConfigError, match=message):
         run_task(compose_config("task=evaluate", "threads=1", f"ckpt_path={digits_ckpt}", "num_samples=4",
                                 *extra, output_dir=tmp_path / "out"))
+
+
+# ------------------------------------------------------------------------------------------------ item 8
+def test_a_batch_larger_than_the_training_set_is_an_error_before_training(tmp_path):
+    from scoresde.tasks import compose_config, run_task
+    from scoresde.tasks.common import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data\.batch_size=512 is larger than the training split \(100 "):
+        run_task(compose_config(*TINY, "data.n_train=100", "data.batch_size=512", output_dir=tmp_path))
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()

@@ -29,6 +29,7 @@ __all__ = [
     "SEED_STRIDE",
     "ConfigError",
     "Terminated",
+    "check_batch_fits_data",
     "check_keys",
     "config_errors",
     "data_info",
@@ -186,6 +187,17 @@ def check_global_batch(cfg: DictConfig) -> None:
                 per_process_batch_size(value, world, key)
             except ValueError as err:
                 raise ConfigError(f"invalid configuration:\n  {err}") from None
+
+
+def check_batch_fits_data(dm) -> None:
+    """A training batch larger than the training split is an error (each step would silently see only the
+    whole split, a smaller batch than configured)."""
+    n = dm.num_examples("train")
+    if int(dm.batch_size) > n:
+        raise ConfigError(
+            f"invalid configuration:\n  data.batch_size={dm.batch_size} is larger than the training split "
+            f"({n} examples); use data.batch_size <= {n} or more training data"
+        )
 
 
 def output_dir(cfg: DictConfig) -> Path:

@@ -46,6 +46,7 @@ from scoresde.train.weights import save_weights_safetensors
 
 from .common import (
     Terminated,
+    check_batch_fits_data,
     config_errors,
     data_info,
     datamodule_from_config,
@@ -191,6 +192,7 @@ def prepare_training(cfg: DictConfig) -> TrainingRun:
     device_of(cfg)  # trainer=gpu on a machine without one: a clear error
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm = datamodule_from_config(cfg)
+    check_batch_fits_data(dm)
     info = data_info(dm)
     model = score_model_from_config(cfg, info)
     solver = solver_from_config(cfg) if cfg.task.get("sample", True) else None

@@ -20,7 +20,7 @@ from scoresde.train.build import adapt_network_config, plain
 from scoresde.train.checkpoint import resolve_ckpt_path
 from scoresde.train.classifier import ClassifierModel, labelled_loader, save_classifier
 
-from .common import data_info, datamodule_from_config, write_json
+from .common import check_batch_fits_data, data_info, datamodule_from_config, write_json
 from .launch import prepare_run
 from .record import write_run_record
 from .rundir import check_writable, claim_for_training, is_secondary_process, remove_stale_temporaries
@@ -42,6 +42,7 @@ def run_train_classifier(cfg: DictConfig) -> dict[str, Any]:
         remove_stale_temporaries(ckpt_dir)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm = datamodule_from_config(cfg)
+    check_batch_fits_data(dm)
     info = data_info(dm)
     train_loader, val_loader = labelled_loader(dm, "train", True), labelled_loader(dm, "test", False)
     task = plain(cfg.task)
