@@ -44,7 +44,7 @@ class RunDirCheck(Callback):
         import tempfile
         from pathlib import Path
 
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if full_error():
             return
         try:
             Path(path).mkdir(parents=True, exist_ok=True)
@@ -101,10 +101,82 @@ def _single_run() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.RUN
 
 
+#: set while :func:`main` has switched on HYDRA_FULL_ERROR to report Hydra's own errors itself
+_WRAPPED = "SCORESDE_REPORTS_HYDRA_ERRORS"
+
+
+def full_error() -> bool:
+    """Whether the user asked for tracebacks (``HYDRA_FULL_ERROR=1``)."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1" and _WRAPPED not in os.environ
+
+
+def main() -> None:
+    """``python -m scoresde.run``: the Hydra app (:func:`hydra_main`), whose own errors (an unknown option
+    or key, an override it cannot parse) end with one ``error:`` line naming the options and exit status 1
+    instead of Hydra's multi-line report."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        hydra_main()
+        return
+    os.environ.update({"HYDRA_FULL_ERROR": "1", _WRAPPED: "1"})  # Hydra raises its errors: reported below
+    try:
+        hydra_main()
+    except Exception as err:
+        message = hydra_error_message(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(1)
+    finally:
+        _unwrap()
+
+
+def _unwrap() -> None:
+    """Give the job (and the processes it starts) the user's environment back."""
+    if os.environ.pop(_WRAPPED, None):
+        os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
+def hydra_error_message(err: BaseException) -> str | None:
+    """One line for an error of Hydra's composition (None for any other error): the options of a group,
+    the keys of a block, or how to quote a value Hydra's override grammar cannot read."""
+    import difflib
+
+    from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+
+    if not isinstance(err, HydraException):
+        return None
+    if isinstance(err, MissingConfigException) and err.options and err.missing_cfg_file:
+        group, _, name = str(err.missing_cfg_file).rpartition("/")
+        close = difflib.get_close_matches(name, err.options, n=1, cutoff=0.5)
+        hint = f" (did you mean {group}={close[0]}?)" if close else ""
+        return f"unknown option {group}={name}{hint}; the options of {group}: {', '.join(err.options)}"
+    if isinstance(err, OverrideParseException):
+        text = str(err).splitlines()[0]
+        override = text.split(": ", 1)[-1]
+        key, _, value = override.partition("=")
+        return (f"cannot read the override {override}: quote a value with spaces, non-ASCII letters or "
+                f"special characters, e.g. \"{key}='{value}'\"")
+    cause = err.__cause__
+    parent = getattr(cause, "parent_node", None)
+    if parent is not None and getattr(cause, "full_key", None):
+        full_key = str(cause.full_key)
+        block, _, key = full_key.rpartition(".")
+        keys = [str(k) for k in parent.keys()]
+        close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+        hint = f" (did you mean {block + '.' if block else ''}{close[0]}?)" if close else ""
+        where = f"the keys of {block}" if block else "the top-level keys"
+        return (f"unknown key {full_key}{hint}; {where}: {', '.join(keys)} "
+                f"(a new key is added with +{full_key}=...)")
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
 @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="config")
-def main(cfg: DictConfig) -> dict | float:
+def hydra_main(cfg: DictConfig) -> dict | float:
     """Run the configured task (see :mod:`scoresde.tasks`)."""
     import warnings
+
+    _unwrap()  # the config is composed: from here on errors are the job's, reported as the user asked
 
     from scoresde.tasks import run_task
     from scoresde.tasks.common import Terminated, terminate_like_ctrl_c
@@ -119,7 +191,7 @@ def main(cfg: DictConfig) -> dict | float:
         return optimized_value(cfg, run_task(cfg))  # a number for a sweeper when optimized_metric is set
     except Exception as err:
         message = user_error_message(err, cfg)
-        if message is None or not _single_run() or os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if message is None or not _single_run() or full_error():
             raise
         print(f"error: {message}", file=sys.stderr)
         sys.exit(1)

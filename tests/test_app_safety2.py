@@ -257,3 +257,33 @@ def test_a_batch_larger_than_the_training_set_is_an_error_before_training(tmp_pa
     with pytest.raises(ConfigError, match=r"data\.batch_size=512 is larger than the training split \(100 "):
         run_task(compose_config(*TINY, "data.n_train=100", "data.batch_size=512", output_dir=tmp_path))
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
+
+
+# ------------------------------------------------------------------------------------------------ item 9
+@pytest.mark.parametrize(
+    ("override", "texts"),
+    [
+        ("sde=vpp", ["unknown option sde=vpp (did you mean sde=vp?); the options of sde: subvp, ve, vp"]),
+        ("solver=dpmsolver", ["did you mean solver=dpm_solver?", "ddim, dpm_solver, em, heun, ode, pc"]),
+        ("solver.stepz=10", ["unknown key solver.stepz (did you mean solver.steps?); the keys of solver: ",
+                             "+solver.stepz="]),
+        ("data.root=/tmp/dätä",
+         ["cannot read the override data.root=/tmp/dätä", "\"data.root='/tmp/dätä'\""]),
+    ],
+)
+def test_hydras_own_errors_are_one_line_with_the_options(override, texts):
+    from scoresde.run import hydra_error_message
+    from scoresde.tasks import compose_config
+
+    with pytest.raises(Exception) as err:  # noqa: PT011 - Hydra's own exception types
+        compose_config(override)
+    message = hydra_error_message(err.value)
+    assert message is not None and "\n" not in message
+    for text in texts:
+        assert text in message
+
+
+def test_the_app_prints_hydras_errors_as_one_error_line_and_exits_1(tmp_path):
+    proc = _cli(["solver=dpmsolver", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, timeout=60)
+    _is_user_error(proc, "error: unknown option solver=dpmsolver (did you mean solver=dpm_solver?)")
+    assert not (tmp_path / "run").exists()
