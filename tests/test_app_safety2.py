@@ -287,3 +287,32 @@ def test_the_app_prints_hydras_errors_as_one_error_line_and_exits_1(tmp_path):
     proc = _cli(["solver=dpmsolver", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path, timeout=60)
     _is_user_error(proc, "error: unknown option solver=dpmsolver (did you mean solver=dpm_solver?)")
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------------------------ item 7
+def test_em_and_pc_samples_across_batch_sizes_are_what_docs_app_says(trained_cli):
+    """Bit for bit at the same batch size and with a score that treats each row alone (the oracle); across
+    batch sizes only up to the rounding of the network's batched matrix products (docs/app.md)."""
+    import re
+
+    from scoresde.solvers import EulerMaruyama, PredictorCorrector
+    from scoresde.tasks.sample import generate
+    from scoresde.train import load_score_model
+
+    model = load_score_model(trained_cli / "checkpoints" / "last.ckpt")
+    seeds = list(range(16))
+    for make in (lambda: EulerMaruyama(steps=30), lambda: PredictorCorrector(steps=15)):
+        full, _ = generate(model, make(), seeds, 16)
+        assert torch.equal(generate(model, make(), seeds, 16)[0], full)
+        torch.testing.assert_close(generate(model, make(), seeds, 3)[0], full, rtol=0, atol=1e-4)
+    # the rounding is the network's: the same 16 rows in 6 products of 3 rows and in one of 16
+    x, t = torch.randn(16, *model.data_shape, generator=torch.Generator().manual_seed(0)), torch.rand(16)
+    with torch.no_grad():
+        whole = model.score_fn(x, t)
+        parts = torch.cat([model.score_fn(x[i:i + 3], t[i:i + 3]) for i in range(0, 16, 3)])
+    torch.testing.assert_close(parts, whole, rtol=0, atol=1e-5)
+    docs = (Path(__file__).parents[1] / "docs" / "app.md").read_text()
+    table = docs[docs.index("| solver | sample `i`"):]
+    table = table[: table.index("\n\n")]
+    assert not re.search(r"\| `(em|pc)`[^|]*\| yes, bit for bit", table)
+    assert "matrix products" in table

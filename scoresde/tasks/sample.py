@@ -1,8 +1,9 @@
 """``task=sample``: draw samples from a checkpoint's EMA weights; also used after training.
 
-Sample ``i`` is drawn from its own seed (``seed * SEED_STRIDE + i``, or ``sample_seeds[i]``); with a
-sampler that draws each example on its own (EM, PC; the ODE with ``per_example=true``) it is the same
-whatever the batch size or the number of processes. Under several processes the samples are sharded
+Sample ``i`` is drawn from its own seed (``seed * SEED_STRIDE + i``, or ``sample_seeds[i]``). With the ODE
+and ``per_example=true`` it is the same bit for bit whatever the batch size or the number of processes;
+with EM and PC (noise from the sample's own seed) up to the float rounding of the network's batched matrix
+products, which differs with the number of rows (docs/app.md). Under several processes the samples are sharded
 across ranks and gathered on every rank, and rank 0 writes the files.
 """
 
