@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -316,3 +317,51 @@ def test_em_and_pc_samples_across_batch_sizes_are_what_docs_app_says(trained_cli
     table = table[: table.index("\n\n")]
     assert not re.search(r"\| `(em|pc)`[^|]*\| yes, bit for bit", table)
     assert "matrix products" in table
+
+
+# ------------------------------------------------------------------------------------------------ item 10
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the fallback is for machines without a GPU")
+def test_an_official_checkpoint_preset_samples_on_a_cpu_machine_without_trainer_cpu(tmp_path, caplog):
+    from test_model_files import FIXTURES, SMALL
+
+    from scoresde.tasks import compose_config, run_task
+
+    cfg = compose_config("task=sample", "experiment=cifar10_ve_ncsnpp_cont",
+                         f"ckpt_path={FIXTURES / 'ncsnpp_ve_small.pth'}", "solver=pc", "solver.steps=2",
+                         "num_samples=2", *[o for o in SMALL if o != "trainer=cpu"], output_dir=tmp_path)
+    assert cfg.trainer.accelerator == "gpu"
+    with caplog.at_level("WARNING"):
+        assert run_task(cfg)["sampling"]["num_samples"] == 2
+    assert "no CUDA device is available: task=sample runs on the CPU" in caplog.text
+
+
+def test_fast_dev_run_runs_train_sample_and_likelihood_of_the_main_job_in_seconds(tmp_path):
+    from scoresde.tasks import compose_config, run_task
+
+    t0 = time.perf_counter()
+    metrics = run_task(compose_config("trainer.fast_dev_run=true", "threads=1", "progress_bar_refresh_rate=0",
+                                      "logger=none", output_dir=tmp_path))
+    assert metrics["global_step"] == 1 and metrics["sampling"]["num_samples"] == 4
+    assert metrics["sampling"]["nfe_per_batch"] <= 12 and metrics["likelihood"]["num_examples"] == 2
+    assert (tmp_path / "samples.png").is_file() and time.perf_counter() - t0 < 45  # was 77 s (probe)
+
+
+def test_a_log_gets_one_line_per_refresh_and_refresh_rate_0_silences_every_bar(trained_cli, tmp_path, capfd):
+    """Under pytest stderr is not a terminal, as in a log file."""
+    from scoresde.tasks import compose_config, run_task
+
+    run_task(compose_config(*TINY, "progress_bar_refresh_rate=2", "trainer.max_steps=6", "num_samples=8",
+                            "sample_batch_size=4", "task.likelihood=false", output_dir=tmp_path / "a"))
+    err = capfd.readouterr().err
+    assert "\r" not in err
+    lines = [line for line in err.splitlines() if line.startswith("training:")]
+    assert [re.search(r"\| (\d+)/6 ", line).group(1) for line in lines] == ["2", "4", "6"]
+    assert sum(line.startswith("sampling:") for line in err.splitlines()) == 2
+    # 0: no bar at all, in a task on a trained model too (sampling, the solver's steps, likelihood)
+    ckpt = trained_cli / "checkpoints" / "last.ckpt"
+    for task in ("sample", "likelihood"):
+        run_task(compose_config(*TINY, f"task={task}", f"ckpt_path={ckpt}", "progress_bar_refresh_rate=0",
+                                "num_samples=8", "sample_batch_size=2", "likelihood.batch_size=1",
+                                output_dir=tmp_path / task))
+    err = capfd.readouterr().err
+    assert "%|" not in err and "it/s" not in err, err[-2000:]

@@ -39,6 +39,7 @@ __all__ = [
     "score_model_from_config",
     "sde_from_config",
     "set_threads",
+    "show_progress",
     "solver_from_config",
     "terminate_like_ctrl_c",
     "validate_config",
@@ -187,6 +188,12 @@ def check_global_batch(cfg: DictConfig) -> None:
                 per_process_batch_size(value, world, key)
             except ValueError as err:
                 raise ConfigError(f"invalid configuration:\n  {err}") from None
+
+
+def show_progress(cfg: DictConfig) -> bool:
+    """Whether the run shows progress bars: ``progress_bar_refresh_rate`` > 0 (0 silences every bar: training,
+    sampling, likelihood)."""
+    return int(_get(cfg, "progress_bar_refresh_rate", 20) or 0) > 0
 
 
 def check_batch_fits_data(dm) -> None:

@@ -36,7 +36,7 @@ from scoresde.evaluation import SpreadResult, compare, mmd_rbf, sliced_wasserste
 from scoresde.train.build import plain
 from scoresde.train.distributed import is_global_zero
 
-from .common import ConfigError, check_keys, solver_from_config, write_json
+from .common import ConfigError, check_keys, show_progress, solver_from_config, write_json
 from .condition_evaluate import evaluate_condition
 from .launch import start_from_checkpoint
 from .likelihood import LikelihoodSettings, evaluate_likelihood
@@ -176,7 +176,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
         len(seed_sets[0]),
         solver,
     )
-    x, stats = generate(model, solver, seeds, int(cfg.sample_batch_size), progress=True)
+    x, stats = generate(model, solver, seeds, int(cfg.sample_batch_size), progress=show_progress(cfg))
     hp = model.hparams
     levels, data_range = hp.levels, tuple(hp.data_range)
     bounds = [0]
@@ -185,9 +185,8 @@ def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
     sets = [x[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
     lik = None
     if ecfg.get("likelihood", True):
-        lik, _ = evaluate_likelihood(
-            model, dm, LikelihoodSettings.from_config(cfg.likelihood), int(cfg.seed), progress=True
-        )
+        lik, _ = evaluate_likelihood(model, dm, LikelihoodSettings.from_config(cfg.likelihood), int(cfg.seed),
+                                     progress=show_progress(cfg))
     metrics: dict[str, Any] = {
         "task": "evaluate",
         "ckpt_path": str(cfg.ckpt_path),

@@ -74,10 +74,17 @@ def launch_processes(cfg: DictConfig) -> Any:
 
 def device_of(cfg: DictConfig) -> torch.device:
     """The device this process computes on (``cuda:<local rank>`` for GPU presets, else the CPU; the local
-    rank, not the global one, so that every node of a multi-node job uses its own GPUs from 0)."""
+    rank, not the global one, so that every node of a multi-node job uses its own GPUs from 0). A GPU preset
+    on a machine without one: training is refused (a clear error), a task on a trained model (sample,
+    likelihood, evaluate) runs on the CPU with a warning."""
     accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="cpu"))
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
+            if str(cfg.task.name) not in ("train", "train_classifier"):
+                log.warning("trainer.accelerator=%s but no CUDA device is available: task=%s runs on the "
+                            "CPU (slow for CIFAR-10 networks; add trainer=cpu to silence this)",
+                            accelerator, cfg.task.name)
+                return torch.device("cpu")
             raise ConfigError(
                 f"trainer.accelerator={accelerator} but no CUDA device is available; use trainer=cpu"
             )

@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from tqdm.auto import tqdm
 
 from scoresde.evaluation.samples import write_samples_npz
 from scoresde.train import ScoreModel
 from scoresde.train.distributed import chunks, gather_objects, is_global_zero, map_sharded, stack_in_order
 from scoresde.train.images import save_samples_png
+from scoresde.train.progress import on_terminal, progress_bar
 
-from .common import per_item_seeds, solver_from_config, write_json
+from .common import per_item_seeds, show_progress, solver_from_config, write_json
 from .launch import start_from_checkpoint
 
 __all__ = ["generate", "run_sample", "save_samples"]
@@ -51,7 +51,7 @@ def generate(
         out: dict[int, torch.Tensor] = {}
         batches = chunks(mine, batch_size)
         show = progress and is_global_zero()
-        for batch in tqdm(batches, desc="sampling", disable=not show or len(batches) < 2, leave=False):
+        for batch in progress_bar(batches, desc="sampling", enabled=show and len(batches) > 1, leave=False):
             with torch.no_grad():
                 x = solver.sample(
                     model.score_fn if score_for is None else score_for(batch),
@@ -59,7 +59,7 @@ def generate(
                     (len(batch), *shape),
                     seeds=[seeds[i] for i in batch],
                     device=model.device,
-                    progress=show,
+                    progress=show and on_terminal(),  # the solver's per-step bar: on a terminal only
                 )
             nfe.append(int(solver.nfe))
             out.update({i: x[j].cpu() for j, i in enumerate(batch)})
@@ -111,7 +111,7 @@ def run_sample(cfg: DictConfig) -> dict[str, Any]:
         write_json(run_dir / "metrics.json", metrics)
         return metrics
     log.info("sampling %d with %r from %s", n, solver, cfg.ckpt_path)
-    x, stats = generate(model, solver, seeds, int(cfg.sample_batch_size), progress=True)
+    x, stats = generate(model, solver, seeds, int(cfg.sample_batch_size), progress=show_progress(cfg))
     hp = model.hparams
     paths = save_samples(x, run_dir, levels=hp.levels, data_range=tuple(hp.data_range), seeds=seeds)
     metrics = {

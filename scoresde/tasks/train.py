@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from scoresde.train import (
     EMA,
@@ -52,6 +52,7 @@ from .common import (
     datamodule_from_config,
     per_item_seeds,
     score_model_from_config,
+    show_progress,
     solver_from_config,
     write_json,
 )
@@ -176,10 +177,48 @@ class RecordRunSettings(pl.Callback):
         checkpoint["scoresde_run"] = self.settings
 
 
+#: what ``trainer.fast_dev_run`` leaves of the work around the training step (see :func:`smoke_test_config`)
+SMOKE_TEST = {"samples": 4, "examples": 2, "steps": 10, "tolerance": 1e-2, "bound_samples": 2}
+
+
+def smoke_test_config(cfg: DictConfig) -> DictConfig:
+    """With ``trainer.fast_dev_run`` (Lightning: one batch of training and validation, no checkpoint, a
+    run to find bugs) the validation, the sampling and the likelihood around it are smoke tests too: at most
+    :data:`SMOKE_TEST` samples, examples, solver steps, a coarse ODE tolerance. ``cfg`` otherwise."""
+    if not cfg.trainer.get("fast_dev_run"):
+        return cfg
+    cfg = cfg.copy()
+    n, k, steps, tol = (SMOKE_TEST[key] for key in ("samples", "examples", "steps", "tolerance"))
+
+    def cap(key: str, most: float, at_least: bool = False) -> None:
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            OmegaConf.update(cfg, key, max(value, most) if at_least else min(value, most), merge=False)
+
+    for key in ("solver", "validation.solver"):
+        cap(f"{key}.steps", steps)
+        cap(f"{key}.rtol", tol, at_least=True)
+        cap(f"{key}.atol", tol, at_least=True)
+    cap("num_samples", n)
+    cap("validation.num_samples", n)
+    cap("validation.bpd_examples", k)
+    cap("validation.bound_samples", SMOKE_TEST["bound_samples"])
+    cap("likelihood.bound_samples", SMOKE_TEST["bound_samples"])
+    cap("likelihood.rtol", tol, at_least=True)
+    cap("likelihood.atol", tol, at_least=True)
+    OmegaConf.update(cfg, "likelihood.num_examples", min(cfg.likelihood.num_examples or k, k), merge=False)
+    if cfg.sample_seeds is not None:
+        OmegaConf.update(cfg, "sample_seeds", list(cfg.sample_seeds)[:n], merge=False)
+    log.warning("trainer.fast_dev_run: a smoke test (no checkpoint; %d samples, %d likelihood examples, at "
+                "most %d solver steps, ODE tolerance >= %g)", n, k, steps, tol)
+    return cfg
+
+
 def prepare_training(cfg: DictConfig) -> TrainingRun:
     """Build every part of the run (data, model, samplers, likelihood settings, trainer) so that a bad
     setting fails in seconds; check the checkpoint to resume against the configured model; claim the
     run directory and check that its folders can be written."""
+    cfg = smoke_test_config(cfg)
     run_dir = prepare_run(cfg)
     ckpt_dir = run_dir / CKPT_DIR
     resume = resolve_ckpt_path(cfg.ckpt_path, ckpt_dir)
@@ -224,15 +263,18 @@ def prepare_training(cfg: DictConfig) -> TrainingRun:
 
 def fit(run: TrainingRun) -> float:
     """``trainer.fit`` (from the checkpoint when resuming); returns the wall time in seconds."""
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     t0 = time.perf_counter()
     try:
-        if getattr(run.model.net, "num_classes", 0):  # class-conditional: (x, y) batches, label dropout
-            from scoresde.train.classifier import labelled_loader
+        with logging_redirect_tqdm():  # log lines (validation, ...) above the bar, not through it
+            if getattr(run.model.net, "num_classes", 0):  # class-conditional: (x, y) batches, label dropout
+                from scoresde.train.classifier import labelled_loader
 
-            run.trainer.fit(run.model, train_dataloaders=labelled_loader(run.dm, "train", True),
-                            val_dataloaders=labelled_loader(run.dm, "val", False), ckpt_path=run.resume)
-        else:
-            run.trainer.fit(run.model, datamodule=run.dm, ckpt_path=run.resume)
+                run.trainer.fit(run.model, train_dataloaders=labelled_loader(run.dm, "train", True),
+                                val_dataloaders=labelled_loader(run.dm, "val", False), ckpt_path=run.resume)
+            else:
+                run.trainer.fit(run.model, datamodule=run.dm, ckpt_path=run.resume)
     except TrainingDivergedError:
         log.error("training diverged; nothing after the last checkpoint was written")
         raise
@@ -328,7 +370,7 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     metrics["weights_safetensors"] = str(run.run_dir / "weights_ema.safetensors")
     if is_global_zero():  # the same weights without pickle, configs in the metadata
         save_weights_safetensors(infer, run.run_dir / "weights_ema.safetensors", run.trainer.global_step)
-    progress = int(cfg.get("progress_bar_refresh_rate", 20) or 0) > 0
+    progress = show_progress(cfg)
     if run.solver is not None:
         metrics.update(sample_after_training(run, infer, progress))
     if run.likelihood is not None:
