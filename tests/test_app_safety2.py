@@ -365,3 +365,24 @@ def test_a_log_gets_one_line_per_refresh_and_refresh_rate_0_silences_every_bar(t
                                 output_dir=tmp_path / task))
     err = capfd.readouterr().err
     assert "%|" not in err and "it/s" not in err, err[-2000:]
+
+
+# ------------------------------------------------------------------------------------ issue 26, item 4
+def test_ckpt_path_has_one_parser_for_its_special_values(tmp_path):
+    from scoresde.train.checkpoint import CkptPath, parse_ckpt_path, resolve_ckpt_path
+
+    for unset in (None, "", "null", "None"):
+        assert parse_ckpt_path(unset) == CkptPath("none")
+    assert parse_ckpt_path("last") == CkptPath("last") and parse_ckpt_path("auto") == CkptPath("auto")
+    assert parse_ckpt_path("~/x.ckpt") == CkptPath("file", Path.home() / "x.ckpt")
+    ckpt_dir = tmp_path / "checkpoints"
+    assert resolve_ckpt_path("auto", ckpt_dir) is None and resolve_ckpt_path("null", ckpt_dir) is None
+    ckpt_dir.mkdir()
+    (ckpt_dir / "last.ckpt").write_bytes(b"")
+    last = str(ckpt_dir / "last.ckpt")
+    assert resolve_ckpt_path("auto", ckpt_dir) == resolve_ckpt_path("last", ckpt_dir) == last
+    # the app's modules read ckpt_path only through it
+    root = Path(__file__).parents[1] / "scoresde"
+    for module in (root / "tasks").glob("*.py"):
+        text = module.read_text()
+        assert not re.search(r"str\(cfg\.ckpt_path\)\s*(==|in)|Path\(str\(cfg\.ckpt_path\)\)", text), module

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from scoresde.train import CheckpointError, ScoreModel
 from scoresde.train.build import adapt_network_config, instantiate, plain
-from scoresde.train.checkpoint import MODEL_KEYS, check_same_config, load_checkpoint
+from scoresde.train.checkpoint import MODEL_KEYS, check_same_config, load_checkpoint, parse_ckpt_path
 from scoresde.train.distributed import local_rank, rank_and_world
 
 from .common import (
@@ -97,14 +97,15 @@ def checkpoint_model(cfg: DictConfig) -> ScoreModel:
     :class:`CheckpointError` listing the differences when a model setting given on the command line
     (:func:`given_model_settings`) differs from the checkpoint's (see :mod:`scoresde.tasks.model_files`
     for the kinds of file)."""
-    if cfg.ckpt_path is None or str(cfg.ckpt_path) == "auto":  # auto: training's resume mode
+    spec = parse_ckpt_path(cfg.ckpt_path)
+    if spec.kind in ("none", "auto"):  # auto: training's resume mode
         raise ConfigError(f"task={cfg.task.name} needs a trained model: ckpt_path=/path/to/last.ckpt")
-    path = Path(str(cfg.ckpt_path)).expanduser()
-    if str(cfg.ckpt_path) == "last" and not path.is_file():
+    if spec.kind == "last":
         raise ConfigError(
             f"task={cfg.task.name} takes the checkpoint file itself: "
             "ckpt_path=<training run directory>/checkpoints/last.ckpt (ckpt_path=last resumes training)"
         )
+    path = spec.file
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
     if path.suffix == ".ckpt":  # scoresde's own checkpoint: the model settings given must match it
@@ -170,7 +171,7 @@ def start_from_checkpoint(cfg: DictConfig, load_data: bool = True) -> tuple[Path
     else:
         with config_errors("data"):
             dm = instantiate(cfg.data)
-    official = Path(str(cfg.ckpt_path)).suffix == ".pth"  # its data shape comes from the configured network
+    official = parse_ckpt_path(cfg.ckpt_path).file.suffix == ".pth"  # data shape: the configured network's
     if load_data or not official:
         check_data_matches(model, dm, str(cfg.ckpt_path))
     write_run_record(cfg)  # Hydra's record and run.log: only now that the checks have passed

@@ -9,6 +9,7 @@ optimizer, LR scheduler, loop and callback states needed to resume at the same s
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import tempfile
@@ -26,6 +27,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 __all__ = [
     "AtomicCheckpointIO",
     "CheckpointError",
+    "CkptPath",
     "CheckpointWriteError",
     "LastCheckpoint",
     "check_compatible",
@@ -33,6 +35,7 @@ __all__ = [
     "config_differences",
     "load_checkpoint",
     "load_score_model",
+    "parse_ckpt_path",
     "resolve_ckpt_path",
 ]
 
@@ -171,16 +174,38 @@ class LastCheckpoint(ModelCheckpoint):
         self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
+@dataclasses.dataclass(frozen=True)
+class CkptPath:
+    """The meaning of a ``ckpt_path`` setting (:func:`parse_ckpt_path`): ``kind`` is ``"none"`` (not set),
+    ``"last"`` (the run directory's ``checkpoints/last.ckpt``, which must exist), ``"auto"`` (that file
+    if it exists, else a fresh start) or ``"file"`` (``file``, a path)."""
+
+    kind: str
+    file: Path | None = None
+
+
+def parse_ckpt_path(value: Any) -> CkptPath:
+    """The one reading of ``ckpt_path``: unset (``None``, ``""``, ``"null"``, ``"None"``), the words ``last``
+    and ``auto``, or a file path (``~`` expanded)."""
+    text = "" if value is None else str(value).strip()
+    if text in ("", "null", "None"):
+        return CkptPath("none")
+    if text in ("last", "auto"):
+        return CkptPath(text)
+    return CkptPath("file", Path(text).expanduser())
+
+
 def resolve_ckpt_path(ckpt_path: str | None, ckpt_dir: str | Path) -> str | None:
-    """``None`` -> ``None``; ``"last"`` -> ``<ckpt_dir>/last.ckpt`` (must exist); ``"auto"`` ->
-    ``<ckpt_dir>/last.ckpt`` if it exists, else ``None`` (a fresh start: what a requeued or resubmitted
-    cluster job needs); a path -> that path (must exist)."""
-    if ckpt_path is None or str(ckpt_path) in ("", "null", "None"):
+    """The checkpoint a training run resumes from (:func:`parse_ckpt_path`): unset -> ``None``; ``last`` ->
+    ``<ckpt_dir>/last.ckpt`` (must exist); ``auto`` -> ``<ckpt_dir>/last.ckpt`` if it exists, else ``None``
+    (a fresh start: what a requeued or resubmitted cluster job needs); a path -> that path (must exist)."""
+    spec = parse_ckpt_path(ckpt_path)
+    if spec.kind == "none":
         return None
-    if str(ckpt_path) == "auto":
+    if spec.kind == "auto":
         path = Path(ckpt_dir) / "last.ckpt"
         return str(path) if path.is_file() else None
-    if str(ckpt_path) == "last":
+    if spec.kind == "last":
         path = Path(ckpt_dir) / "last.ckpt"
         if not path.is_file():
             raise CheckpointError(
@@ -189,10 +214,9 @@ def resolve_ckpt_path(ckpt_path: str | None, ckpt_dir: str | Path) -> str | None
                 "ckpt_path=/path/to/last.ckpt"
             )
         return str(path)
-    path = Path(ckpt_path).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint file not found: {path}")
-    return str(path.resolve())
+    if not spec.file.is_file():
+        raise CheckpointError(f"checkpoint file not found: {spec.file}")
+    return str(spec.file.resolve())
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
