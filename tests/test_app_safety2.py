@@ -386,3 +386,24 @@ def test_ckpt_path_has_one_parser_for_its_special_values(tmp_path):
     for module in (root / "tasks").glob("*.py"):
         text = module.read_text()
         assert not re.search(r"str\(cfg\.ckpt_path\)\s*(==|in)|Path\(str\(cfg\.ckpt_path\)\)", text), module
+
+
+# ------------------------------------------------------------------------------------ the probe's cases
+def test_a_second_training_run_in_a_directory_in_use_is_refused(tmp_path):
+    from scoresde.tasks import compose_config, run_task
+    from scoresde.tasks.common import ConfigError
+    from scoresde.tasks.rundir import lock_run_dir, unlock_run_dir
+
+    run = tmp_path / "run"
+    run.mkdir()
+    other = lock_run_dir(run)  # another run, training in it now
+    try:
+        before = _files(run)
+        with pytest.raises(ConfigError, match=r"is in use by another run that is training now"):
+            run_task(compose_config(*TINY, "logger=none", output_dir=run))
+        assert _files(run) == before
+    finally:
+        unlock_run_dir(other)
+    metrics = run_task(compose_config(*TINY, "logger=none", output_dir=run))  # free again: it trains
+    assert metrics["global_step"] == 2
+    run_task(compose_config(*TINY, "logger=none", "ckpt_path=last", "trainer.max_steps=3", output_dir=run))

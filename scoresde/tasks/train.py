@@ -64,7 +64,9 @@ from .rundir import (
     check_writable,
     claim_for_training,
     is_secondary_process,
+    lock_run_dir,
     remove_stale_temporaries,
+    unlock_run_dir,
 )
 from .sample import generate, save_samples
 from .trainer import build_trainer
@@ -101,6 +103,7 @@ class TrainingRun:
     trainer: pl.Trainer
     ema: EMA | None
     checkpoint: LastCheckpoint
+    lock: int | None = None  # the run directory's lock (rundir.lock_run_dir), held until the run ends
 
 
 class ResumeHint(pl.Callback):
@@ -220,6 +223,15 @@ def prepare_training(cfg: DictConfig) -> TrainingRun:
     run directory and check that its folders can be written."""
     cfg = smoke_test_config(cfg)
     run_dir = prepare_run(cfg)
+    lock = None if is_secondary_process() else lock_run_dir(run_dir)  # one training run per directory
+    try:
+        return _prepare_training(cfg, run_dir, lock)
+    except BaseException:
+        unlock_run_dir(lock)
+        raise
+
+
+def _prepare_training(cfg: DictConfig, run_dir: Path, lock: int | None) -> TrainingRun:
     ckpt_dir = run_dir / CKPT_DIR
     resume = resolve_ckpt_path(cfg.ckpt_path, ckpt_dir)
     if not is_secondary_process():
@@ -257,7 +269,7 @@ def prepare_training(cfg: DictConfig) -> TrainingRun:
             logger._kwargs.setdefault("purge_step", start)
     write_run_record(cfg)  # Hydra's record and run.log: only now that every check has passed
     return TrainingRun(
-        cfg, run_dir, ckpt_dir, dm, info, model, solver, likelihood, resume, trainer, ema, ckpt_cb
+        cfg, run_dir, ckpt_dir, dm, info, model, solver, likelihood, resume, trainer, ema, ckpt_cb, lock
     )
 
 
@@ -357,6 +369,14 @@ def likelihood_after_training(run: TrainingRun, infer: ScoreModel, progress: boo
 def run_train(cfg: DictConfig) -> dict[str, Any]:
     """Train per ``cfg`` and evaluate; returns the metrics written to ``metrics.json``."""
     run = prepare_training(cfg)
+    try:
+        return _train_and_evaluate(run)
+    finally:
+        unlock_run_dir(run.lock)
+
+
+def _train_and_evaluate(run: TrainingRun) -> dict[str, Any]:
+    cfg = run.cfg
     t0 = time.perf_counter()
     train_seconds = fit(run)
     metrics = training_report(run, train_seconds)
