@@ -42,6 +42,7 @@ from scoresde.train import (
 from scoresde.train.build import plain
 from scoresde.train.checkpoint import RESUME_KEYS, check_same_config
 from scoresde.train.distributed import is_global_zero, rank_and_world
+from scoresde.train.progress import on_terminal
 from scoresde.train.weights import save_weights_safetensors
 
 from .common import (
@@ -275,11 +276,14 @@ def _prepare_training(cfg: DictConfig, run_dir: Path, lock: int | None) -> Train
 
 def fit(run: TrainingRun) -> float:
     """``trainer.fit`` (from the checkpoint when resuming); returns the wall time in seconds."""
+    from contextlib import nullcontext
+
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     t0 = time.perf_counter()
-    try:
-        with logging_redirect_tqdm():  # log lines (validation, ...) above the bar, not through it
+    bar_on_terminal = show_progress(run.cfg) and on_terminal()
+    try:  # on a terminal, log lines (validation, ...) go above the bar, not through it
+        with logging_redirect_tqdm() if bar_on_terminal else nullcontext():
             if getattr(run.model.net, "num_classes", 0):  # class-conditional: (x, y) batches, label dropout
                 from scoresde.train.classifier import labelled_loader
 
