@@ -73,7 +73,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
             WeightsNotFoundError, WeightsFormatError, NonFiniteLossError, SamplingError)
 
 
-def user_error_message(err: BaseException, cfg: DictConfig) -> str | None:
+def user_error_message(err: BaseException, cfg: DictConfig | None = None) -> str | None:
     """The message of ``err`` if it is a user error, or was raised while handling one (on a full disk the
     logger's final save fails too, after the checkpoint write that stopped training); for a full disk
     (``ENOSPC``, ``EDQUOT``) the file and the last good checkpoint; None for anything else."""
@@ -88,8 +88,9 @@ def user_error_message(err: BaseException, cfg: DictConfig) -> str | None:
     if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
         from scoresde.tasks.common import output_dir
 
-        last = output_dir(cfg) / "checkpoints" / "last.ckpt"
-        kept = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was written"
+        last = None if cfg is None else output_dir(cfg) / "checkpoints" / "last.ckpt"
+        kept = (f"the last good checkpoint is {last}" if last is not None and last.is_file()
+                else "no checkpoint was written")
         return f"could not write {err.filename or 'a file'}: {(err.strerror or str(err)).lower()} ({kept})"
     return None
 
@@ -121,7 +122,8 @@ def main() -> None:
     try:
         hydra_main()
     except Exception as err:
-        message = hydra_error_message(err)
+        # Hydra's own error, or a job's user error re-raised by a multirun's launcher (joblib's workers)
+        message = hydra_error_message(err) or user_error_message(err)
         if message is None:
             raise
         print(f"error: {message}", file=sys.stderr)
