@@ -7,7 +7,6 @@ import errno
 import hashlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from test_app_cli import _env
+from test_app_safety import _cli, _copy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -45,18 +45,6 @@ TINY = [
 ]
 
 
-def _cli(args: list[str], cwd: Path, timeout: float = 180, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "scoresde.run", *args],
-        cwd=cwd,
-        env=_env(full_error=False),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        **kw,
-    )
-
-
 def _is_user_error(proc: subprocess.CompletedProcess, *texts: str) -> None:
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and "HYDRA_FULL_ERROR" not in proc.stderr, proc.stderr[-3000:]
@@ -70,7 +58,7 @@ def _is_user_error(proc: subprocess.CompletedProcess, *texts: str) -> None:
 def test_a_seed_sweep_trains_through_the_app_with_the_csv_logger(tmp_path):
     """Any seed != 0 crashed in Lightning's hparams merge (the data module's ``seed`` vs the model's)."""
     sweep = tmp_path / "sweep"
-    proc = _cli(["-m", *TINY, "logger=csv", "seed=0,1,2", f"hydra.sweep.dir={sweep}"], tmp_path)
+    proc = _cli(["-m", *TINY, "logger=csv", "seed=0,1,2", f"hydra.sweep.dir={sweep}"], tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     samples = [torch.load(sweep / str(k) / "samples.pt", weights_only=False)["samples"] for k in range(3)]
     assert not torch.equal(samples[0], samples[1]) and not torch.equal(samples[1], samples[2])
@@ -90,12 +78,6 @@ def trained_cli(tmp_path_factory):
 def _files(run: Path) -> dict[str, str]:
     return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(run.rglob("*")) if p.is_file()}
-
-
-def _copy(run: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "run"
-    shutil.copytree(run, dst)
-    return dst
 
 
 # ------------------------------------------------------------------------------------------------ item 2
