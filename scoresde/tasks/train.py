@@ -240,7 +240,6 @@ def _prepare_training(cfg: DictConfig, run_dir: Path, lock: int | None) -> Train
         if str(cfg.get("logger", "csv")) != "none":
             check_writable(run_dir / "logs", "log directory")
         claim_for_training(run_dir, resume)
-        remove_stale_temporaries(ckpt_dir)
     device_of(cfg)  # trainer=gpu on a machine without one: a clear error
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm = datamodule_from_config(cfg)
@@ -268,6 +267,8 @@ def _prepare_training(cfg: DictConfig, run_dir: Path, lock: int | None) -> Train
         if resume is not None and type(logger).__name__ == "TensorBoardLogger" and hasattr(logger, "_kwargs"):
             # TensorBoard drops the interrupted run's events from the checkpoint's step on
             logger._kwargs.setdefault("purge_step", start)
+    if not is_secondary_process():
+        remove_stale_temporaries(ckpt_dir)  # a killed save's leftovers, once the run is accepted
     write_run_record(cfg)  # Hydra's record and run.log: only now that every check has passed
     return TrainingRun(
         cfg, run_dir, ckpt_dir, dm, info, model, solver, likelihood, resume, trainer, ema, ckpt_cb, lock
