@@ -75,7 +75,8 @@ class DigitsDataModule(ImageDataModule):
             drop_last=drop_last,
             pin_memory=pin_memory,
         )
-        self.save_hyperparameters()
+        # not sent to the loggers: the data's `seed` is not the model's (Lightning would refuse to merge them)
+        self.save_hyperparameters(logger=False)
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -120,7 +120,8 @@ class ImageFolderDataModule(ImageDataModule):
         self.resolution = int(resolution)
         self.grayscale = bool(grayscale)
         self.test_size = test_size
-        self.save_hyperparameters()
+        # not sent to the loggers: the data's `seed` is not the model's (Lightning would refuse to merge them)
+        self.save_hyperparameters(logger=False)
 
     @property
     def shape(self) -> tuple[int, int, int]:

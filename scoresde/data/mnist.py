@@ -168,7 +168,8 @@ class MNISTDataModule(ImageDataModule):
             pin_memory=pin_memory,
         )
         self.root = Path(root).expanduser() if root is not None else default_data_root() / "mnist"
-        self.save_hyperparameters()
+        # not sent to the loggers: the data's `seed` is not the model's (Lightning would refuse to merge them)
+        self.save_hyperparameters(logger=False)
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -124,7 +124,8 @@ class Toy2DDataModule(ScoreDataModule):
         for split, n in self.sizes.items():
             if n < 1:
                 raise ValueError(f"n_{split} must be >= 1, got {n}")
-        self.save_hyperparameters()
+        # not sent to the loggers: the data's `seed` is not the model's (Lightning would refuse to merge them)
+        self.save_hyperparameters(logger=False)
 
     @property
     def shape(self) -> tuple[int]:
