@@ -30,7 +30,8 @@ Controllable generation (:mod:`scoresde.conditional`) is checked against three m
   reweighted ``w_k|y ∝ w_k N(y; mu_k,o, S_k,oo)``;
 * the posterior ``p(x | y)`` of a linear-Gaussian measurement ``y = A x + sigma_y n``
   (:meth:`GaussianMixture.posterior`, for :mod:`scoresde.restoration`): a mixture of the Gaussian
-  posteriors (Kalman updates) reweighted by each component's evidence ``N(y; A mu_k, A Sigma_k A^T + sigma_y^2 I)``.
+  posteriors (Kalman updates) reweighted by each component's evidence
+  ``N(y; A mu_k, A Sigma_k A^T + sigma_y^2 I)``.
 """
 
 from __future__ import annotations
@@ -301,8 +302,8 @@ class GaussianMixture:
             mu_k|y = mu_k + K_k (ybar - B mu_k),        Sigma_k|y = Sigma_k - K_k B Sigma_k,
             w_k|y ∝ w_k N(ybar; B mu_k, G_k).
 
-        ``G_k`` is positive definite for every ``sigma_y >= 0`` (``Sigma_k`` is), so a rank-deficient ``A`` and
-        ``sigma_y = 0`` are handled; at ``sigma_y = 0`` the covariances are singular (the posterior lies on
+        ``G_k`` is positive definite for every ``sigma_y >= 0`` (``Sigma_k`` is), so a rank-deficient
+        ``A`` and ``sigma_y = 0`` are handled; at ``sigma_y = 0`` the covariances are singular (the posterior lies on
         ``{x : A x = y}``): the mixture is built with ``allow_singular=True``."""
         a = operator.matrix() if hasattr(operator, "matrix") else operator
         a = torch.as_tensor(a, dtype=torch.float64)

@@ -95,10 +95,10 @@ def test_operator_bad_input():
         UniformBlur(2, (1, 8, 8))
 
 
-# --- the oracle's posterior -----------------------------------------------------------------------------------
+# --- the oracle's posterior ----------------------------------------------------------------------------
 def test_posterior_matches_bayes_on_a_grid():
-    """p(x | y) ∝ p(x) N(y; A x, sigma^2): the posterior's density against the normalised product on a 2-D grid,
-    for an ill-posed (rank 1) A with two rows."""
+    """p(x | y) ∝ p(x) N(y; A x, sigma^2): the posterior's density against the normalised product on a
+    2-D grid, for an ill-posed (rank 1) A with two rows."""
     sde, gm = VPSDE(), GaussianMixture.random(2, 3, spread=0.8, seed=0)
     a = torch.tensor([[1.0, 0.5], [2.0, 1.0]], dtype=torch.float64)
     y, sigma = torch.tensor([0.4, 0.7], dtype=torch.float64), 0.3
@@ -123,7 +123,7 @@ def test_noiseless_posterior_is_the_conditional_in_the_svd_basis():
     c = op.vt(x)[0]
     cond = gm.transformed(v.T).condition(c, torch.arange(4) < 2)
     draws = post.sample(200_000, 0.0, VPSDE(), generator=_gen(8), dtype=torch.float64)
-    torch.testing.assert_close(op(draws), y.expand(200_000, 3), rtol=0, atol=1e-6)  # on {A x = y} (to the rounding of the singular covariance)
+    torch.testing.assert_close(op(draws), y.expand(200_000, 3), rtol=0, atol=1e-6)  # on {A x = y}
     mean, cov = post.moments(0.0, VPSDE())
     cmean, ccov = cond.moments(0.0, VPSDE())
     torch.testing.assert_close((v.T @ mean)[2:], cmean)

@@ -1,5 +1,6 @@
 """Image restoration for linear measurements ``y = A x + sigma_y n`` with a trained score model (no
-retraining): the operators and their SVDs (:mod:`.operators`) and the posterior samplers (:mod:`.samplers`)."""
+retraining): the operators and their SVDs (:mod:`.operators`) and the posterior samplers
+(:mod:`.samplers`)."""
 
 from .operators import (
     AveragePool,

@@ -117,7 +117,8 @@ class LinearOperator(abc.ABC):
                              f"{tuple(y.shape)}")
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(in_shape={self.in_shape}, out_shape={self.out_shape}, rank={self.rank})"
+        return (f"{type(self).__name__}(in_shape={self.in_shape}, out_shape={self.out_shape}, "
+                f"rank={self.rank})")
 
 
 def _shape(shape) -> tuple[int, ...]:
@@ -136,7 +137,8 @@ def _rank(s: torch.Tensor, rcond: float) -> int:
 
 
 class Dense(LinearOperator):
-    """Any ``(M, D)`` matrix acting on the flattened data (``in_shape`` defaults to ``(D,)``); SVD by LAPACK."""
+    """Any ``(M, D)`` matrix acting on the flattened data (``in_shape`` defaults to ``(D,)``); SVD by
+    LAPACK."""
 
     def __init__(self, matrix, in_shape=None, rcond: float = 1e-6):
         a = torch.as_tensor(matrix, dtype=torch.float64)
@@ -298,7 +300,8 @@ class Separable(LinearOperator):
         kr, kc = sr.numel(), sc.numel()
         s = (sr[:, None] * sc[None, :]).expand(ch, kr, kc)  # singular value of entry (c, i, j)
         r = _rank(s.reshape(-1), rcond)
-        idx_c, idx_i, idx_j = torch.meshgrid(torch.arange(ch), torch.arange(kr), torch.arange(kc), indexing="ij")
+        idx_c, idx_i, idx_j = torch.meshgrid(torch.arange(ch), torch.arange(kr), torch.arange(kc),
+                                             indexing="ij")
         order = torch.argsort(s.reshape(-1), descending=True, stable=True)[:r]
         cs, is_, js = idx_c.reshape(-1)[order], idx_i.reshape(-1)[order], idx_j.reshape(-1)[order]
         self.singular_values = s.reshape(-1)[order].clone()
@@ -339,7 +342,8 @@ class Separable(LinearOperator):
 
 def _pool_matrix(n: int, k: int) -> torch.Tensor:
     """``(n / k, n)``: the mean of each block of ``k``."""
-    return torch.kron(torch.eye(n // k, dtype=torch.float64), torch.full((1, k), 1.0 / k, dtype=torch.float64))
+    block = torch.full((1, k), 1.0 / k, dtype=torch.float64)
+    return torch.kron(torch.eye(n // k, dtype=torch.float64), block)
 
 
 def _convolution_matrix(n: int, kernel: torch.Tensor) -> torch.Tensor:
