@@ -303,8 +303,8 @@ class GaussianMixture:
             w_k|y ∝ w_k N(ybar; B mu_k, G_k).
 
         ``G_k`` is positive definite for every ``sigma_y >= 0`` (``Sigma_k`` is), so a rank-deficient
-        ``A`` and ``sigma_y = 0`` are handled; at ``sigma_y = 0`` the covariances are singular (the posterior lies on
-        ``{x : A x = y}``): the mixture is built with ``allow_singular=True``."""
+        ``A`` and ``sigma_y = 0`` are handled; at ``sigma_y = 0`` the covariances are singular (the
+        posterior lies on ``{x : A x = y}``): the mixture is built with ``allow_singular=True``."""
         a = operator.matrix() if hasattr(operator, "matrix") else operator
         a = torch.as_tensor(a, dtype=torch.float64)
         if a.dim() != 2 or a.shape[1] != self.dim:
