@@ -50,7 +50,10 @@ from ..solvers.base import NoiseSource, Sampler, tweedie_denoise
 from ..solvers.log_snr import log_snr, time_steps
 from .operators import LinearOperator
 
-__all__ = ["RESTORATION_METHODS", "mcgdiff", "dps", "pigdm", "pigdm_score", "sdedit", "check_measurement"]
+__all__ = [
+    "RESTORATION_METHODS", "check_solver", "mcgdiff", "dps", "pigdm", "pigdm_score", "sdedit",
+    "check_measurement",
+]
 
 #: the posterior samplers: name -> what it needs of the solver
 RESTORATION_METHODS = ("smc", "dps", "pigdm")
@@ -115,6 +118,16 @@ def _predictor(sampler: Sampler, method: str):
         raise ValueError(f"method={method} runs its own guided steps and takes no Langevin corrector: use "
                          "the pc sampler with corrector=none, or em")
     return predictor
+
+
+def check_solver(method: str, sampler: Sampler) -> None:
+    """Raises ``ValueError`` when ``method`` (``smc``, ``dps``, ``pigdm``, ``sdedit``, ``pinv``) cannot use
+    ``sampler``: ``smc`` and ``dps`` need a stochastic kernel (em, pc without corrector, ddim with eta > 0),
+    ``sdedit`` the em, pc or ode step loop; ``pigdm`` (a guided score) runs on every sampler."""
+    if method in ("smc", "dps"):
+        _predictor(sampler, method)
+    elif method == "sdedit":
+        reverse_kernels(sampler)
 
 
 def _at(score: ScoreFn, x: torch.Tensor, t: float) -> torch.Tensor:
