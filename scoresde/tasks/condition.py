@@ -161,7 +161,8 @@ def imputation_setup(cfg, cond, kind, model, solver, many: bool):
     for method in methods:
         if method not in IMPUTATION_METHODS:
             raise ConfigError(f"condition.method={method!r}: valid methods are "
-                              f"{', '.join(IMPUTATION_METHODS)}")
+                              f"{', '.join(IMPUTATION_METHODS)} (imputation of exact values) and dps, pigdm, "
+                              "sdedit, pinv (restoration; with condition.sigma_y > 0 smc too)")
         if method == "smc" and isinstance(solver, ProbabilityFlowODE):
             raise ConfigError("condition.method=smc needs a stochastic sampler: solver=em or solver=pc")
     shape = tuple(model.data_shape)

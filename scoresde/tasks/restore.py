@@ -57,14 +57,14 @@ METHODS = ("smc", "dps", "pigdm", "sdedit", "pinv")
 
 def is_restoration(cond: dict[str, Any], kind: str) -> bool:
     """Whether ``condition`` goes through restoration: its kind, or inpaint/colorize with a noisy measurement
-    or a restoration method other than the imputation's ``paper``/``smc``."""
+    or a restoration-only method (``dps``, ``pigdm``, ``sdedit``, ``pinv``)."""
     if kind in RESTORATION_KINDS:
         return True
     if kind not in ("inpaint", "colorize"):
         return False
     methods = cond.get("method", "paper")
     methods = list(methods) if isinstance(methods, list | tuple) else [methods]
-    return float(cond.get("sigma_y", 0.0) or 0.0) != 0.0 or any(m not in ("paper", "smc") for m in methods)
+    return float(cond.get("sigma_y", 0.0) or 0.0) != 0.0 or any(m in METHODS and m != "smc" for m in methods)
 
 
 def _operator(cond, kind: str, shape: tuple[int, ...], seed: int):
@@ -99,6 +99,9 @@ def restoration_setup(cfg, cond, kind: str, model, solver, many: bool):
     """The checked methods, sigma_y, t0 and the operator; every check before any score evaluation."""
     methods = [str(m) for m in values_of(cond, "method", many)]
     for method in methods:
+        if method == "paper":
+            raise ConfigError("condition.method=paper replaces known values exactly; a noisy measurement "
+                              f"(sigma_y > 0) needs one of {', '.join(METHODS)}")
         if method not in METHODS:
             raise ConfigError(
                 f"condition.method={method!r}: valid restoration methods are {', '.join(METHODS)}"
