@@ -38,15 +38,9 @@ from .common import ConfigError, datamodule_from_config, per_item_seeds
 from .condition_inputs import make_mask, test_images, values_of
 
 __all__ = [
-    "RESTORATION_KINDS",
-    "METHODS",
-    "is_restoration",
-    "restoration_setup",
-    "restore",
-    "restoration_metrics",
-    "restoration_grid",
-    "run_restoration",
-    "save_restoration_npz",
+    "RESTORATION_KINDS", "METHODS", "is_restoration", "operator_for", "restoration_setup", "load_inputs",
+    "load_measurement", "measure", "restore", "restoration_metrics", "restoration_grid", "run_restoration",
+    "save_restoration_npz", "evaluate_restoration",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,7 +61,7 @@ def is_restoration(cond: dict[str, Any], kind: str) -> bool:
     return float(cond.get("sigma_y", 0.0) or 0.0) != 0.0 or any(m in METHODS and m != "smc" for m in methods)
 
 
-def _operator(cond, kind: str, shape: tuple[int, ...], seed: int):
+def operator_for(cond, kind: str, shape: tuple[int, ...], seed: int):
     """The measurement operator of ``kind`` for data of ``shape``."""
     if kind == "sdedit":
         damage = str(cond.get("damage", "superres"))
@@ -122,7 +116,7 @@ def restoration_setup(cfg, cond, kind: str, model, solver, many: bool):
     if "smc" in methods and particles < 1:
         raise ConfigError(f"condition.particles={particles} must be >= 1")
     shape = tuple(model.data_shape)
-    return methods, sigma_y, t0, _operator(cond, kind, shape, int(cfg.seed))
+    return methods, sigma_y, t0, operator_for(cond, kind, shape, int(cfg.seed))
 
 
 def load_inputs(cfg, cond, model, n: int) -> torch.Tensor:
@@ -355,13 +349,13 @@ def evaluate_restoration(cfg, ecfg, cond, kind, model, solver, dm, extractor):
             f"num_samples={cfg.num_samples} with condition.per_image={per_image} restores "
             f"{n} test image(s); need 1..{available} (the test split of data={dm.name})"
         )
+    shown = min(n, max(1, int(cond["num_images"])))
     cond = dict(cond, num_images=n)
     methods, sigma_y, t0, operator, originals, y, per_image = prepare(cfg, cond, kind, model, solver, True)
     seed_sets = evaluation_seed_sets(int(ecfg["seed_sets"]), n * per_image, int(cfg.seed))
     hp = model.hparams
     ys, known = y.repeat_interleave(per_image, dim=0), originals.repeat_interleave(per_image, dim=0)
     test_ecfg = dict(ecfg, reference_split="test")
-    shown = min(n, max(1, int(cond.get("shown", 4))))
     results, grid, first = {}, [], {}
     for method in methods:
         log.info(
