@@ -58,7 +58,7 @@ def evaluate(out: Path, name: str, args: argparse.Namespace) -> dict:
             "logger=none",
             "task=evaluate",
             f"ckpt_path={args.ckpt}",
-            "solver=em",
+            f"solver={args.solver}",
             f"solver.steps={args.sampler_steps}",
             f"task.seed_sets={args.seed_sets}",
             f"num_samples={args.images}",
@@ -66,7 +66,7 @@ def evaluate(out: Path, name: str, args: argparse.Namespace) -> dict:
             f"condition.particles={args.particles}",
             f"condition.step_size={args.step_size}",
             f"condition.t0={args.t0}",
-            "condition.method=[" + ",".join(METHODS) + "]",
+            "condition.method=[" + ",".join(args.methods) + "]",
             f"condition.num_images={args.shown}",
             *TASKS[name],
             output_dir=run,
@@ -113,6 +113,8 @@ def main() -> None:
     ap.add_argument("--t0", type=float, default=0.4, help="SDEdit's start time")
     ap.add_argument("--shown", type=int, default=4)
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    ap.add_argument("--solver", default="em", choices=["em", "ddim"], help="ddim: eta 0 (pigdm, pinv only)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/restoration"))
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -126,10 +128,11 @@ def main() -> None:
             indent=2,
         )
     )
-    if set(args.tasks) == set(TASKS):
+    if set(args.tasks) == set(TASKS) and args.methods == METHODS:
         print(f"wrote {figure(args.out, args.shown)}")
     lines = [
-        f"{args.images} test digits, {args.seed_sets} seed sets, Euler-Maruyama {args.sampler_steps} steps, "
+        f"{args.images} test digits, {args.seed_sets} seed sets, solver {args.solver}, "
+        f"{args.sampler_steps} steps, "
         f"smc {args.particles} particles, dps step {args.step_size:g}, sdedit t0 {args.t0:g}; "
         f"{seconds / 60:.1f} min single-threaded; mean +- std over the seed sets",
         "",

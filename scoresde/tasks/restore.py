@@ -188,50 +188,21 @@ def restore(
 ) -> torch.Tensor:
     """Restorations of the rows of ``y`` with ``method``, in batches (whole groups of equal rows stay
     together for ``smc`` when the batch allows)."""
-    score, sde = model.score_fn, model.sde
+    args = (model.score_fn, model.sde, operator)
     out = []
     step = max(1, int(batch_size))
     for a in range(0, len(y), step):
-        yb, sb = y[a : a + step], seeds[a : a + step]
+        yb, kw = y[a:a + step], {"seeds": seeds[a:a + step], "progress": True}
         if method == "pinv":
             x = operator.pinv(yb)
         elif method == "smc":
-            x = mcgdiff(
-                solver,
-                score,
-                sde,
-                operator,
-                yb,
-                sigma_y,
-                particles=int(cond.get("particles", 16)),
-                seeds=sb,
-                progress=True,
-            )
+            x = mcgdiff(solver, *args, yb, sigma_y, particles=int(cond.get("particles", 16)), **kw)
         elif method == "dps":
-            x = dps(
-                solver,
-                score,
-                sde,
-                operator,
-                yb,
-                step_size=float(cond.get("step_size", 1.0)),
-                seeds=sb,
-                progress=True,
-            )
+            x = dps(solver, *args, yb, step_size=float(cond.get("step_size", 1.0)), **kw)
         elif method == "pigdm":
-            x = pigdm(
-                solver,
-                score,
-                sde,
-                operator,
-                yb,
-                sigma_y,
-                weight=float(cond.get("weight", 1.0)),
-                seeds=sb,
-                progress=True,
-            )
+            x = pigdm(solver, *args, yb, sigma_y, weight=float(cond.get("weight", 1.0)), **kw)
         else:
-            x = sdedit(solver, score, sde, operator.pinv(yb), t0, seeds=sb, progress=True)
+            x = sdedit(solver, model.score_fn, model.sde, operator.pinv(yb), t0, **kw)
         out.append(x.detach())
     return torch.cat(out)
 
