@@ -17,8 +17,8 @@ test split (``FD``), each mean +- std over the seed sets.
         [--seed-sets 3] [--sampler-steps 100] [--particles 8] [--out benchmarks/results/restoration]
 
 Writes ``<out>/restoration.json``, ``<out>/table.md``, each task's ``task=evaluate`` grid to
-``<out>/<task>.png`` and ``<out>/restoration.png``: per task, rows of (original, measurement shown as
-``A^+ y``, pinv, dps, pigdm, smc, sdedit) for the first test digits.
+``<out>/<task>.png`` and ``<out>/restoration.png``: per task, rows of (original, the measurement shown as
+``A^+ y`` (= the pinv restoration), dps, pigdm, smc, sdedit) for the first test digits.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ def evaluate(out: Path, name: str, args: argparse.Namespace) -> dict:
             f"condition.particles={args.particles}",
             f"condition.step_size={args.step_size}",
             f"condition.t0={args.t0}",
+            f"condition.weight={args.weight}",
             "condition.method=[" + ",".join(args.methods) + "]",
             f"condition.num_images={args.shown}",
             *TASKS[name],
@@ -77,7 +78,7 @@ def evaluate(out: Path, name: str, args: argparse.Namespace) -> dict:
 
 
 def figure(out: Path, shown: int) -> Path:
-    """``<out>/restoration.png``: per task, ``shown`` rows of original, measurement, then each method."""
+    """``<out>/restoration.png``: per task, ``shown`` rows of original, ``A^+ y``, then each other method."""
     from scoresde.train.images import save_samples_png
 
     rows = []
@@ -86,7 +87,7 @@ def figure(out: Path, shown: int) -> Path:
         cond = saved["condition"]
         op = operator_for(cond, cond["kind"], tuple(saved["originals"].shape[1:]), 0)
         originals, y = saved["originals"][:shown], saved["measurements"][:shown]
-        cols = [originals, op.pinv(y)] + [saved["samples"][m][:shown] for m in METHODS]
+        cols = [originals, op.pinv(y)] + [saved["samples"][m][:shown] for m in METHODS if m != "pinv"]
         rows.append(torch.stack(cols, dim=1))
     grid = torch.cat(rows)
     return save_samples_png(
@@ -111,6 +112,7 @@ def main() -> None:
     ap.add_argument("--particles", type=int, default=8)
     ap.add_argument("--step-size", type=float, default=1.0, help="DPS's zeta")
     ap.add_argument("--t0", type=float, default=0.4, help="SDEdit's start time")
+    ap.add_argument("--weight", type=float, default=1.0, help="PiGDM's guidance weight")
     ap.add_argument("--shown", type=int, default=4)
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
@@ -133,7 +135,8 @@ def main() -> None:
     lines = [
         f"{args.images} test digits, {args.seed_sets} seed sets, solver {args.solver}, "
         f"{args.sampler_steps} steps, "
-        f"smc {args.particles} particles, dps step {args.step_size:g}, sdedit t0 {args.t0:g}; "
+        f"smc {args.particles} particles, dps step {args.step_size:g}, pigdm weight {args.weight:g}, "
+        f"sdedit t0 {args.t0:g}; "
         f"{seconds / 60:.1f} min single-threaded; mean +- std over the seed sets",
         "",
         "| task | method | PSNR (dB) | SSIM | consistency | FD vs test |",
