@@ -1,5 +1,5 @@
-"""Controllable generation in the app (``condition=class|cfg|inpaint|colorize`` with ``task=sample`` and
-``task=evaluate``): the config group ``conf/condition/`` picks what to condition on;
+"""Controllable generation in the app (``condition=class|cfg|inpaint|colorize`` and the restorations with
+``task=sample`` and ``task=evaluate``): the config group ``conf/condition/`` picks what to condition on;
 :mod:`scoresde.conditional` does the math.
 
 * ``class``: classifier guidance with a noise-conditional classifier from ``task=train_classifier``
