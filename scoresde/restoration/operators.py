@@ -323,21 +323,26 @@ class Separable(LinearOperator):
         self.check_input(x)
         return self._both(self.rows, self.cols.T, x)
 
+    def _to_spectral(self, left, right, x, perm):
+        """``(left^T X right)`` flattened, in the order ``perm`` (largest singular values first)."""
+        return self._both(left.T, right, x).reshape(x.shape[0], -1)[:, perm.to(x.device)]
+
+    def _from_spectral(self, left, right, c, perm, shape):
+        out = torch.empty_like(c)
+        out[:, perm.to(c.device)] = c
+        return self._both(left, right.T, out.reshape(c.shape[0], *shape))
+
     def vt(self, x):
-        return self._both(self._vr.T, self._vc, x).reshape(x.shape[0], -1)[:, self._perm_in.to(x.device)]
+        return self._to_spectral(self._vr, self._vc, x, self._perm_in)
 
     def v(self, c):
-        out = torch.empty_like(c)
-        out[:, self._perm_in.to(c.device)] = c
-        return self._both(self._vr, self._vc.T, out.reshape(c.shape[0], *self.in_shape))
+        return self._from_spectral(self._vr, self._vc, c, self._perm_in, self.in_shape)
 
     def ut(self, y):
-        return self._both(self._ur.T, self._uc, y).reshape(y.shape[0], -1)[:, self._perm_out.to(y.device)]
+        return self._to_spectral(self._ur, self._uc, y, self._perm_out)
 
     def u(self, c):
-        out = torch.empty_like(c)
-        out[:, self._perm_out.to(c.device)] = c
-        return self._both(self._ur, self._uc.T, out.reshape(c.shape[0], *self.out_shape))
+        return self._from_spectral(self._ur, self._uc, c, self._perm_out, self.out_shape)
 
 
 def _pool_matrix(n: int, k: int) -> torch.Tensor:
@@ -352,6 +357,14 @@ def _convolution_matrix(n: int, kernel: torch.Tensor) -> torch.Tensor:
     offset = torch.arange(n)[None, :] - torch.arange(n)[:, None] + half  # column - row + half
     inside = (offset >= 0) & (offset < kernel.numel())
     return torch.where(inside, kernel[offset.clamp(0, kernel.numel() - 1)], 0.0)
+
+
+def _blur_factors(kernel: torch.Tensor, shape):
+    """``(R, C, shape)`` of a separable "same"-size blur of images ``shape = (C, H, W)``."""
+    shape = _shape(shape)
+    if len(shape) != 3:
+        raise ValueError(f"blurring acts on images (C, H, W), got shape {shape}")
+    return _convolution_matrix(shape[1], kernel), _convolution_matrix(shape[2], kernel), shape
 
 
 class AveragePool(Separable):
@@ -379,11 +392,7 @@ class GaussianBlur(Separable):
         taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
         kernel = torch.exp(-0.5 * (taps / self.sigma) ** 2)
         kernel = kernel / kernel.sum()
-        shape = _shape(shape)
-        if len(shape) != 3:
-            raise ValueError(f"blurring acts on images (C, H, W), got shape {shape}")
-        super().__init__(_convolution_matrix(shape[1], kernel), _convolution_matrix(shape[2], kernel), shape,
-                         rcond=rcond)
+        super().__init__(*_blur_factors(kernel, shape), rcond=rcond)
 
 
 class UniformBlur(Separable):
@@ -395,8 +404,4 @@ class UniformBlur(Separable):
             raise ValueError(f"the box blur's size must be odd and >= 1, got {size}")
         self.size = size
         kernel = torch.full((size,), 1.0 / size, dtype=torch.float64)
-        shape = _shape(shape)
-        if len(shape) != 3:
-            raise ValueError(f"blurring acts on images (C, H, W), got shape {shape}")
-        super().__init__(_convolution_matrix(shape[1], kernel), _convolution_matrix(shape[2], kernel), shape,
-                         rcond=rcond)
+        super().__init__(*_blur_factors(kernel, shape), rcond=rcond)
