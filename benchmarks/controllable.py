@@ -15,10 +15,12 @@
 
     python benchmarks/controllable.py [--steps 3000] [--clf-steps 1000] [--scales 0 1 3] [--out DIR]
                                       [--score-ckpt CKPT --classifier PT]   # reuse trained models
+    python benchmarks/controllable.py --labels-only [--out DIR]   # only redraw the labelled figures
 
 Writes ``<out>/controllable.json``, copies the grids to ``<out>/{class,cfg,inpaint}.png``, draws
-``<out>/guidance.png`` (rows 0-9, a few samples per guidance scale of both kinds side by side) and prints a
-Markdown table.
+``<out>/guidance.png`` (rows 0-9, a few samples per guidance scale of both kinds side by side), the same
+two grids with row and column labels (matplotlib: ``guidance_labelled.png``, ``inpaint_labelled.png``) and
+prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -78,6 +80,56 @@ def guidance_figure(out: Path, per_scale: int = 4) -> Path:
                             data_range=(-1.0, 1.0), nrow=grid.shape[1])
 
 
+def labelled_grid(png: Path, out: Path, rows: list[str], cols: list[str], title: str,
+                  col_groups: list[tuple[str, int]] | None = None) -> Path:
+    """``png`` (a grid of ``len(rows) x len(cols)`` images, as :func:`scoresde.train.images.image_grid`
+    draws it) redrawn with matplotlib with ``rows``/``cols`` as tick labels, optional column groups
+    ``(label, number of columns)`` above the grid, and ``title``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image
+
+    img = np.asarray(Image.open(png).convert("L"))
+    cell_h, cell_w = (img.shape[0] - 2) / len(rows), (img.shape[1] - 2) / len(cols)
+    fig, ax = plt.subplots(figsize=(2 + img.shape[1] / 100, 1.5 + img.shape[0] / 100), dpi=100)
+    ax.imshow(img, cmap="gray", vmin=0, vmax=255)
+    ax.set_xticks([1 + cell_w * (j + 0.5) for j in range(len(cols))], cols, fontsize=7, rotation=90)
+    ax.set_yticks([1 + cell_h * (i + 0.5) for i in range(len(rows))], rows, fontsize=8)
+    ax.tick_params(length=0)
+    start = 0
+    for label, n in col_groups or []:
+        ax.annotate(label, xy=(1 + cell_w * (start + n / 2), 0), xytext=(0, 4), textcoords="offset points",
+                    ha="center", va="bottom", fontsize=9)
+        if start:
+            ax.axvline(1 + cell_w * start - 1, color="red", lw=1)
+        start += n
+    ax.set_title(title, pad=18 if col_groups else 6, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def label_figures(out: Path, args: argparse.Namespace, per_scale: int = 4) -> list[Path]:
+    """``guidance_labelled.png`` and ``inpaint_labelled.png`` from ``guidance.png`` and ``inpaint.png``."""
+    scales = [float(w) for w in args.scales]
+    groups = [(f"{kind} w={w:g}", per_scale) for kind in ("classifier", "classifier-free") for w in scales]
+    cols = [f"#{j + 1}" for _ in groups for j in range(per_scale)]
+    guidance = labelled_grid(out / "guidance.png", out / "guidance_labelled.png",
+                             [f"class {k}" for k in range(10)], cols,
+                             "class-conditional samples per guidance scale (rows: the class asked for)",
+                             groups)
+    methods, shown = ["paper", "smc"], 10
+    completions = [f"completion {j + 1}" for j in range(int(args.per_image))]
+    inpaint = labelled_grid(out / "inpaint.png", out / "inpaint_labelled.png",
+                            [f"{m} {i + 1}" for m in methods for i in range(shown)],
+                            ["input", *completions, "original"], "inpainting of the bottom half")
+    return [guidance, inpaint]
+
+
 def _pm(spread: dict) -> str:
     return f"{spread['mean']:.3f} +- {spread.get('std') or 0.0:.3f}"
 
@@ -95,7 +147,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/controllable"))
     ap.add_argument("--score-ckpt", type=Path)
     ap.add_argument("--classifier", type=Path)
+    ap.add_argument("--labels-only", action="store_true",
+                    help="only redraw the labelled figures from <out>/guidance.png and <out>/inpaint.png")
     args = ap.parse_args()
+    if args.labels_only:
+        print("wrote", *label_figures(args.out, args))
+        return
     torch.set_num_threads(2)
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -116,7 +173,7 @@ def main() -> None:
     result = {"args": {k: str(v) for k, v in vars(args).items()}, "train_seconds": train_seconds,
               "guidance": guided, "inpainting": inpaint, "seconds": time.perf_counter() - t0}
     (args.out / "controllable.json").write_text(json.dumps(result, indent=2))
-    print(f"wrote {guidance_figure(args.out)}")
+    print(f"wrote {guidance_figure(args.out)}", *label_figures(args.out, args))
     print(f"\n{args.seed_sets} seed sets of {args.per_class} samples per class (Euler-Maruyama, "
           f"{args.sampler_steps} steps); mean +- std over the sets\n")
     print("| guidance | w | accuracy (shipped classifier) | FD per class | KID per class |\n"

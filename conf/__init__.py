@@ -3,7 +3,8 @@
 Compose it with ``hydra.initialize_config_module("scoresde.conf")`` or run ``python -m scoresde.run``.
 Importing the package registers the ``hydra_subdir`` resolver of ``config.yaml``: Hydra's record of a
 run (``.hydra``) of a task on a trained model goes to ``.hydra-<task>``, so that a task pointed at a
-training run directory never replaces the training run's record.
+training run directory never replaces the training run's record. It also registers ``scoresde_help``,
+the template of ``--help`` (:mod:`scoresde.cli_help`).
 """
 
 from omegaconf import OmegaConf
@@ -16,3 +17,14 @@ def hydra_subdir(task: str) -> str:
 
 if not OmegaConf.has_resolver("hydra_subdir"):
     OmegaConf.register_new_resolver("hydra_subdir", hydra_subdir)
+
+
+def scoresde_help() -> str:
+    """The ``--help`` template (``hydra.help.template`` in ``config.yaml``)."""
+    from scoresde.cli_help import help_template
+
+    return help_template()
+
+
+if not OmegaConf.has_resolver("scoresde_help"):
+    OmegaConf.register_new_resolver("scoresde_help", scoresde_help)

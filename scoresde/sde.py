@@ -22,7 +22,7 @@ import math
 
 import torch
 
-__all__ = ["SDE", "SubVPSDE", "VESDE", "VPSDE", "expand_to"]
+__all__ = ["SDE", "CosineVPSDE", "SubVPSDE", "VESDE", "VPSDE", "expand_to"]
 
 
 def expand_to(v, x: torch.Tensor):
@@ -248,6 +248,64 @@ class SubVPSDE(_BetaSchedule):
     def diffusion(self, t: torch.Tensor) -> torch.Tensor:
         """``g(t) = sqrt(beta(t) (1 - m(t)^4)) = sqrt(-beta(t) expm1(4 log m(t)))``."""
         return torch.sqrt(-self.beta(t) * torch.expm1(4.0 * self.log_mean_coef(_as_time(t))))
+
+
+class CosineVPSDE(SDE):
+    """Variance-preserving SDE of the cosine schedule (Nichol & Dhariwal 2021, the continuous form of
+    diffusers' ``squaredcos_cap_v2``): ``dx = -beta(t) x / 2 dt + sqrt(beta(t)) dw`` with
+
+        m(t) = cos(phi(t)) / cos(phi(0)),   phi(t) = pi/2 (t + s) / (1 + s),
+        beta(t) = -2 d log m / dt = pi / (1 + s) tan(phi(t)),   s(t) = sqrt(1 - m(t)^2).
+
+    ``m(1) = 0``, so the SDE stops at ``T < 1`` (default 0.9946, DPM-Solver's choice, where
+    ``m(T)^2 ~ 7e-5``); prior ``N(0, I)``. The noise label is ``999 t``, as for the VP SDE.
+    """
+
+    sampling_eps = 1e-3
+
+    def __init__(self, s: float = 0.008, T: float = 0.9946):
+        if not s > 0:
+            raise ValueError(f"the cosine schedule's offset s must be > 0, got {s}")
+        if not 0 < T < 1:
+            raise ValueError(f"T must lie in (0, 1) for the cosine schedule (m(1) = 0), got {T}")
+        self.s, self.T = float(s), float(T)
+
+    def _phi(self, t: torch.Tensor) -> torch.Tensor:
+        return 0.5 * math.pi * (_as_time(t) + self.s) / (1.0 + self.s)
+
+    def log_mean_coef(self, t: torch.Tensor) -> torch.Tensor:
+        """``log m(t) = log cos(phi(t)) - log cos(phi(0))``; for ``t < 1/2`` as
+        ``log1p(-2 sin^2(d/2) - tan(phi(0)) sin d)``, ``d = phi(t) - phi(0)`` (no cancellation at small
+        ``t``, accurate in float32)."""
+        t = _as_time(t)
+        phi0 = 0.5 * math.pi * self.s / (1.0 + self.s)
+        d = 0.5 * math.pi * t / (1.0 + self.s)
+        small = torch.log1p(-2.0 * torch.sin(0.5 * d) ** 2 - math.tan(phi0) * torch.sin(d))
+        large = torch.log(torch.cos(self._phi(t))) - math.log(math.cos(phi0))
+        return torch.where(t < 0.5, small, large)
+
+    def beta(self, t: torch.Tensor) -> torch.Tensor:
+        """``beta(t) = pi / (1 + s) tan(phi(t))``."""
+        return math.pi / (1.0 + self.s) * torch.tan(self._phi(t))
+
+    def drift_coef(self, t: torch.Tensor) -> torch.Tensor:
+        """``a(t) = -beta(t) / 2``."""
+        return -0.5 * self.beta(t)
+
+    def std(self, t: torch.Tensor) -> torch.Tensor:
+        """``s(t) = sqrt(1 - m(t)^2) = sqrt(-expm1(2 log m(t)))``."""
+        return torch.sqrt(-torch.expm1(2.0 * self.log_mean_coef(t)))
+
+    def diffusion(self, t: torch.Tensor) -> torch.Tensor:
+        """``g(t) = sqrt(beta(t))``."""
+        return torch.sqrt(self.beta(t))
+
+    def noise_label(self, t: torch.Tensor) -> torch.Tensor:
+        """``999 t``, the DDPM timestep scale (as :meth:`VPSDE.noise_label`)."""
+        return 999.0 * _as_time(t)
+
+    def _config(self) -> dict:
+        return {"s": self.s, "T": self.T}
 
 
 class VESDE(SDE):

@@ -179,13 +179,13 @@ def test_hydra_config_is_complete():
 def test_logger_options(tmp_path):
     import importlib.util
 
-    from scoresde.tasks.trainer import _loggers
+    from scoresde.tasks.trainer import build_loggers
 
-    assert [type(lg).__name__ for lg in _loggers(_compose(), tmp_path)] == ["CSVLogger"]
-    assert _loggers(_compose("logger=none"), tmp_path) == []
+    assert [type(lg).__name__ for lg in build_loggers(_compose(), tmp_path)] == ["CSVLogger"]
+    assert build_loggers(_compose("logger=none"), tmp_path) == []
     if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
-        names = [type(lg).__name__ for lg in _loggers(_compose("logger=both"), tmp_path)]
+        names = [type(lg).__name__ for lg in build_loggers(_compose("logger=both"), tmp_path)]
         assert names == ["CSVLogger", "TensorBoardLogger"]
     else:
         with pytest.raises(ConfigError, match="pip install tensorboard"):
-            _loggers(_compose("logger=tensorboard"), tmp_path)
+            build_loggers(_compose("logger=tensorboard"), tmp_path)

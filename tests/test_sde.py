@@ -9,9 +9,10 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from scoresde import VESDE, VPSDE, SubVPSDE
+from scoresde.sde import CosineVPSDE
 
-ALL = [VPSDE(), SubVPSDE(), VESDE()]
-IDS = ["vp", "subvp", "ve"]
+ALL = [VPSDE(), SubVPSDE(), VESDE(), CosineVPSDE()]
+IDS = ["vp", "subvp", "ve", "cosine"]
 
 
 @pytest.mark.parametrize("sde", ALL, ids=IDS)

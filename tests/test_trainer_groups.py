@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from scoresde.tasks import compose_config, run_task
 from scoresde.tasks.common import ConfigError
-from scoresde.tasks.trainer import _loggers, build_callbacks
+from scoresde.tasks.trainer import build_callbacks, build_loggers
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -62,15 +62,16 @@ def test_callbacks_entry_without_target_is_a_config_error(tmp_path):
 
 
 def test_logger_group(tmp_path):
-    assert [type(lg).__name__ for lg in _loggers(compose_config("logger=csv"), tmp_path)] == ["CSVLogger"]
-    assert _loggers(compose_config("logger=none"), tmp_path) == []
-    csv_logger = _loggers(compose_config(), tmp_path)[0]
+    names = [type(lg).__name__ for lg in build_loggers(compose_config("logger=csv"), tmp_path)]
+    assert names == ["CSVLogger"]
+    assert build_loggers(compose_config("logger=none"), tmp_path) == []
+    csv_logger = build_loggers(compose_config(), tmp_path)[0]
     assert Path(csv_logger.log_dir) == tmp_path / "logs"  # <run dir>/logs/metrics.csv as before
     if importlib.util.find_spec("wandb") is None:
         with pytest.raises(ConfigError, match=r"pip install wandb"):
-            _loggers(compose_config("logger=wandb"), tmp_path)
+            build_loggers(compose_config("logger=wandb"), tmp_path)
     else:
-        (wandb,) = _loggers(compose_config("logger=wandb"), tmp_path)
+        (wandb,) = build_loggers(compose_config("logger=wandb"), tmp_path)
         assert type(wandb).__name__ == "WandbLogger" and wandb._offline
 
 
@@ -143,7 +144,7 @@ def test_wandb_logger_is_offline_and_takes_the_sample_grid(tmp_path, monkeypatch
     from scoresde.train.images import log_png_to_loggers
 
     monkeypatch.setenv("WANDB_SILENT", "true")
-    (wandb_logger,) = _loggers(compose_config("logger=wandb"), tmp_path)
+    (wandb_logger,) = build_loggers(compose_config("logger=wandb"), tmp_path)
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "grid.png")
     assert log_png_to_loggers([wandb_logger], "val/samples", tmp_path / "grid.png", 5) == ["WandbLogger"]
     wandb_logger.experiment.finish()

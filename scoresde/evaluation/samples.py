@@ -14,7 +14,7 @@ import torch
 
 from scoresde.quantization import check_integer_data, quantize
 
-__all__ = ["read_samples_npz", "to_pixels", "to_uint8", "write_samples_npz"]
+__all__ = ["read_samples_npz", "to_pixels", "to_uint8", "write_samples_folder", "write_samples_npz"]
 
 
 def to_uint8(
@@ -86,6 +86,33 @@ def write_samples_npz(
     np.savez_compressed(tmp, **arrays)
     tmp.replace(path)
     return path
+
+
+def write_samples_folder(
+    folder: str | Path,
+    samples: torch.Tensor,
+    *,
+    levels: int,
+    data_range: tuple[float, float] = (-1.0, 1.0),
+) -> list[Path]:
+    """One PNG per image sample, ``<folder>/000000.png``, ``000001.png``, ... (greyscale for one channel,
+    RGB for three): the folder layout that pytorch-fid, clean-fid and torch-fidelity read. The pixels are
+    those of the ``.npz``'s ``samples`` array (:func:`to_pixels`). A folder that already holds PNG files is
+    an error (nothing is overwritten). Returns the paths."""
+    from PIL import Image
+
+    folder = Path(folder)
+    if folder.is_dir() and any(folder.glob("*.png")):
+        raise FileExistsError(f"{folder} already holds PNG files; choose another run directory")
+    pixels = to_pixels(samples.detach().cpu(), levels, data_range)
+    folder.mkdir(parents=True, exist_ok=True)
+    width = max(6, len(str(len(pixels) - 1)))
+    paths = []
+    for i, img in enumerate(pixels):
+        path = folder / f"{i:0{width}d}.png"
+        Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(path, format="PNG")
+        paths.append(path)
+    return paths
 
 
 def read_samples_npz(path: str | Path) -> dict[str, np.ndarray]:

@@ -17,6 +17,7 @@ TASKS = {
     "likelihood": "scoresde.tasks.likelihood:run_likelihood",
     "evaluate": "scoresde.tasks.evaluate:run_evaluate",
     "train_classifier": "scoresde.tasks.train_classifier:run_train_classifier",
+    "export": "scoresde.tasks.export:run_export",
 }
 
 

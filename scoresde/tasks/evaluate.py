@@ -35,6 +35,7 @@ from omegaconf import DictConfig
 from scoresde.evaluation import SpreadResult, compare, mmd_rbf, sliced_wasserstein
 from scoresde.train.build import plain
 from scoresde.train.distributed import is_global_zero
+from scoresde.train.summaries import log_results
 
 from .common import ConfigError, check_keys, solver_from_config, write_json
 from .condition_evaluate import evaluate_condition
@@ -42,6 +43,7 @@ from .launch import start_from_checkpoint
 from .likelihood import LikelihoodSettings, evaluate_likelihood
 from .quality import evaluation_seed_sets, feature_network, image_quality, split_images, spread_dict
 from .sample import generate, save_samples
+from .trainer import build_loggers
 
 __all__ = [
     "compare_to", "evaluation_seed_sets", "feature_network", "image_quality", "run_evaluate",
@@ -174,6 +176,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
         sets[0], run_dir, levels=levels, data_range=data_range, seeds=seed_sets[0]
     )
     write_json(run_dir / "metrics.json", metrics)
+    log_results(build_loggers(cfg, run_dir), metrics, plain(cfg), step=0)  # FID, KID, bits/dim; config
     for line in _summary_lines(metrics):
         log.info("%s", line)
     return metrics

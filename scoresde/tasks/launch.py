@@ -97,7 +97,7 @@ def checkpoint_model(cfg: DictConfig) -> ScoreModel:
             f"task={cfg.task.name} takes the checkpoint file itself: "
             "ckpt_path=<training run directory>/checkpoints/last.ckpt (ckpt_path=last resumes training)"
         )
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():  # a folder: a diffusers model (model=diffusers)
         raise CheckpointError(f"checkpoint file not found: {path}")
     if path.suffix == ".ckpt":  # scoresde's own checkpoint: the model settings given must match it
         ckpt = load_checkpoint(path)

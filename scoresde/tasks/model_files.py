@@ -6,7 +6,9 @@
   'step'}): it holds no config, so the network, SDE and parameterization come from the configured
   experiment preset (e.g. ``experiment=cifar10_ve_ncsnpp_cont``), the data shape from the network config
   (``in_channels``, ``image_size``) -- sampling needs no data set on disk -- and the EMA weights are
-  loaded. A checkpoint that does not fit the preset's network is a clear error naming the first tensor.
+  loaded. A checkpoint that does not fit the preset's network is a clear error naming the first tensor;
+* a diffusers pipeline folder (``model=diffusers``; :func:`scoresde.interop.from_diffusers`): a
+  ``UNet2DModel`` and its scheduler's VP SDE; the levels and range of the configured data.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ __all__ = ["load_model_file", "load_official_checkpoint"]
 def load_model_file(cfg: DictConfig, path: str | Path, device: torch.device | str = "cpu") -> ScoreModel:
     """The :class:`ScoreModel` (eval mode, EMA weights) of ``path``, whichever of the three kinds it is."""
     path = Path(path).expanduser()
+    diffusers = str(OmegaConf.select(cfg, "model._target_", default="")).startswith("scoresde.interop.")
+    if path.is_dir() or diffusers:
+        return load_diffusers_folder(cfg, path, diffusers).to(device)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: {path}")
     if path.suffix == ".safetensors":
@@ -35,6 +40,24 @@ def load_model_file(cfg: DictConfig, path: str | Path, device: torch.device | st
     if path.suffix == ".pth":
         return load_official_checkpoint(cfg, path, device)
     return load_score_model(path, map_location=device)
+
+
+def load_diffusers_folder(cfg: DictConfig, path: Path, diffusers: bool) -> ScoreModel:
+    """``model=diffusers ckpt_path=<folder>``: the diffusers pipeline folder as a ScoreModel."""
+    if not diffusers:
+        raise CheckpointError(f"ckpt_path={path} is a folder: a diffusers pipeline folder loads with "
+                              "model=diffusers; scoresde's own checkpoints are files (.ckpt, .safetensors)")
+    if not path.is_dir():
+        raise CheckpointError(f"model=diffusers takes ckpt_path=<a diffusers pipeline folder>; {path} is not "
+                              "a folder")
+    from scoresde.interop.diffusers_in import from_diffusers
+
+    data_cls = import_target(OmegaConf.select(cfg, "data._target_"))
+    try:
+        return from_diffusers(path, levels=getattr(data_cls, "levels", 256),
+                              data_range=tuple(OmegaConf.select(cfg, "data.data_range", default=(-1.0, 1.0))))
+    except (ValueError, ImportError) as err:
+        raise CheckpointError(str(err)) from None
 
 
 def _read_official(path: Path) -> dict[str, Any]:

@@ -19,12 +19,12 @@ import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from scoresde.evaluation.samples import write_samples_npz
+from scoresde.evaluation.samples import write_samples_folder, write_samples_npz
 from scoresde.train import ScoreModel
 from scoresde.train.distributed import chunks, gather_objects, is_global_zero, map_sharded, stack_in_order
 from scoresde.train.images import save_samples_png
 
-from .common import per_item_seeds, solver_from_config, write_json
+from .common import ConfigError, per_item_seeds, solver_from_config, write_json
 from .launch import start_from_checkpoint
 
 __all__ = ["generate", "run_sample", "save_samples"]
@@ -96,6 +96,15 @@ def save_samples(
     return {"png": str(png), "pt": str(pt), "npz": str(npz)}
 
 
+def check_png_export(model: ScoreModel, folder: Path) -> None:
+    """Before sampling, that ``export_png=true`` can write ``folder``: image data, no PNG files there."""
+    if len(model.data_shape or ()) != 3 or model.hparams.levels is None:
+        raise ConfigError(f"export_png=true writes images; this model's data have shape {model.data_shape}: "
+                          "leave export_png=false (samples.npz holds the samples)")
+    if folder.is_dir() and any(folder.glob("*.png")):
+        raise ConfigError(f"export_png=true: {folder} already holds PNG files; choose another hydra.run.dir")
+
+
 def run_sample(cfg: DictConfig) -> dict[str, Any]:
     """Sample ``num_samples`` (or ``len(sample_seeds)``) images from ``ckpt_path`` with ``solver``."""
     run_dir, model, _ = start_from_checkpoint(cfg, load_data=False)
@@ -103,16 +112,23 @@ def run_sample(cfg: DictConfig) -> dict[str, Any]:
     n = len(cfg.sample_seeds) if cfg.sample_seeds is not None else int(cfg.num_samples)
     seeds = per_item_seeds(cfg.sample_seeds, n, cfg.seed)
     if cfg.get("condition") is not None and cfg.condition.kind != "none":  # condition=class|cfg|inpaint|...
+        if cfg.get("export_png"):
+            raise ConfigError("export_png=true writes unconditional samples; leave it out with condition=...")
         from .condition import run_condition
 
         metrics = {"task": "sample", "ckpt_path": str(cfg.ckpt_path), "solver": repr(solver),
                    "condition": run_condition(cfg, model, solver, run_dir)}
         write_json(run_dir / "metrics.json", metrics)
         return metrics
+    if cfg.get("export_png"):
+        check_png_export(model, run_dir / "samples")
     log.info("sampling %d with %r from %s", n, solver, cfg.ckpt_path)
     x, stats = generate(model, solver, seeds, int(cfg.sample_batch_size), progress=True)
     hp = model.hparams
     paths = save_samples(x, run_dir, levels=hp.levels, data_range=tuple(hp.data_range), seeds=seeds)
+    if cfg.get("export_png") and is_global_zero():  # samples/000000.png, ...: the FID tools' folder layout
+        write_samples_folder(run_dir / "samples", x, levels=hp.levels, data_range=tuple(hp.data_range))
+        paths["folder"] = str(run_dir / "samples")
     metrics = {
         "task": "sample",
         "ckpt_path": str(cfg.ckpt_path),

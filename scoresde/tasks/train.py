@@ -42,6 +42,7 @@ from scoresde.train import (
 from scoresde.train.build import plain
 from scoresde.train.checkpoint import RESUME_KEYS, check_same_config
 from scoresde.train.distributed import is_global_zero, rank_and_world
+from scoresde.train.summaries import log_results
 from scoresde.train.weights import save_weights_safetensors
 
 from .common import (
@@ -328,6 +329,8 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     if run.likelihood is not None:
         metrics["likelihood"] = likelihood_after_training(run, infer, progress)
     metrics["total_seconds"] = time.perf_counter() - t0
+    if is_global_zero():  # test metrics and the config (TensorBoard's HParams tab) to the loggers
+        log_results(run.trainer.loggers, metrics, plain(cfg), run.trainer.global_step)
     write_json(run.run_dir / "metrics.json", metrics)
     if is_global_zero():
         log.info("results in %s", run.run_dir)

@@ -51,7 +51,7 @@ def _entries(group: Any, name: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _loggers(cfg: DictConfig, run_dir: Path) -> list:
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
     """The loggers of the ``logger`` group, writing under ``run_dir`` (their ``save_dir``) unless set."""
     loggers = []
     for key, spec in _entries(OmegaConf.select(cfg, "logger"), "logger").items():
@@ -107,7 +107,7 @@ def build_trainer(
     from pytorch_lightning.callbacks.progress import ProgressBar
 
     kwargs = plain(cfg.trainer)
-    loggers = _loggers(cfg, run_dir)
+    loggers = build_loggers(cfg, run_dir)
     callbacks = build_callbacks(cfg, ckpt_dir, has_logger=bool(loggers)) + list(extra_callbacks or [])
     ema = next((c for c in callbacks if isinstance(c, EMA)), None)
     ckpt = next((c for c in callbacks if isinstance(c, ModelCheckpoint)), None)

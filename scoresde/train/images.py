@@ -10,7 +10,8 @@ import torch
 
 from scoresde.quantization import quantize
 
-__all__ = ["image_grid", "log_png_to_loggers", "save_samples_png", "scatter_image", "to_uint8_images"]
+__all__ = ["image_grid", "log_png_to_loggers", "save_samples_png", "scatter_image", "to_uint8_images",
+           "with_title"]
 
 
 def to_uint8_images(
@@ -52,6 +53,17 @@ def scatter_image(points: torch.Tensor, size: int = 384, lim: float = 4.5) -> np
     return img.astype(np.uint8)[..., None]
 
 
+def with_title(arr: np.ndarray, title: str) -> np.ndarray:
+    """``(H, W, C)`` uint8 image with ``title`` written in black on a white band above it (Pillow's
+    default font)."""
+    from PIL import Image, ImageDraw
+
+    band = Image.new("L", (arr.shape[1], 14), 255)
+    ImageDraw.Draw(band).text((2, 1), title, fill=0)
+    top = np.repeat(np.asarray(band)[..., None], arr.shape[-1], axis=-1)
+    return np.concatenate([top, arr], axis=0)
+
+
 def save_samples_png(
     x: torch.Tensor,
     path: str | Path,
@@ -59,9 +71,10 @@ def save_samples_png(
     levels: int | None,
     data_range: tuple[float, float] = (-1.0, 1.0),
     nrow: int | None = None,
+    title: str | None = None,
 ) -> Path:
     """Save samples as a PNG: an image grid for ``(N, C, H, W)`` (quantized to ``levels``), a scatter plot
-    for 2-D vectors ``(N, 2)``. Returns the path."""
+    for 2-D vectors ``(N, 2)``; ``title`` (e.g. ``"step 2000"``) in a band above it. Returns the path."""
     from PIL import Image
 
     path = Path(path)
@@ -74,6 +87,8 @@ def save_samples_png(
         arr = scatter_image(x)
     else:
         raise ValueError(f"cannot draw samples of shape {tuple(x.shape)}: expected (N, C, H, W) or (N, 2)")
+    if title:
+        arr = with_title(arr, title)
     tmp = path.with_name(path.name + ".tmp")
     Image.fromarray(np.ascontiguousarray(arr[..., 0] if arr.shape[-1] == 1 else arr)).save(tmp, format="PNG")
     tmp.replace(path)

@@ -323,7 +323,8 @@ class ScoreModel(pl.LightningModule):
         )
         root = self.hparams.sample_dir or str(Path(self.trainer.default_root_dir) / "samples")
         path = Path(root) / f"val_step{self.global_step:07d}.png"
-        save_samples_png(x.cpu(), path, levels=self.hparams.levels, data_range=tuple(self.hparams.data_range))
+        save_samples_png(x.cpu(), path, levels=self.hparams.levels, data_range=tuple(self.hparams.data_range),
+                         title=f"step {self.global_step}")
         log_png_to_loggers(self.loggers, "val/samples", path, self.global_step)
         log.info("validation samples at step %d: %s", self.global_step, path)
 
