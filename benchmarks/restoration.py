@@ -59,6 +59,7 @@ def evaluate(out: Path, name: str, args: argparse.Namespace) -> dict:
             "task=evaluate",
             f"ckpt_path={args.ckpt}",
             f"solver={args.solver}",
+            *args.solver_args,
             f"solver.steps={args.sampler_steps}",
             f"task.seed_sets={args.seed_sets}",
             f"num_samples={args.images}",
@@ -116,7 +117,8 @@ def main() -> None:
     ap.add_argument("--shown", type=int, default=4)
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
-    ap.add_argument("--solver", default="em", choices=["em", "ddim"], help="ddim: eta 0 (pigdm, pinv only)")
+    ap.add_argument("--solver", default="em", choices=["em", "ddim"])
+    ap.add_argument("--solver-args", nargs="*", default=[], help="e.g. solver.eta=1 solver.time_grid=logsnr")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/restoration"))
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -134,7 +136,7 @@ def main() -> None:
         print(f"wrote {figure(args.out, args.shown)}")
     lines = [
         f"{args.images} test digits, {args.seed_sets} seed sets, solver {args.solver}, "
-        f"{args.sampler_steps} steps, "
+        f"{args.sampler_steps} steps {' '.join(args.solver_args)}, "
         f"smc {args.particles} particles, dps step {args.step_size:g}, pigdm weight {args.weight:g}, "
         f"sdedit t0 {args.t0:g}; "
         f"{seconds / 60:.1f} min single-threaded; mean +- std over the seed sets",
