@@ -8,7 +8,8 @@ method of ``scoresde.restoration`` (``task=evaluate``, ``--seed-sets`` seed sets
 * ``inpaint``: the bottom half unknown, the top half measured with ``sigma_y = 0.05``.
 
 Methods: ``pinv`` (the naive ``A^+ y``), ``dps`` (``--step-size``), ``pigdm``, ``smc`` (MCGdiff,
-``--particles``) and ``sdedit`` (from ``A^+ y`` at ``--t0``), all on Euler-Maruyama with ``--sampler-steps``.
+``--particles``) and ``sdedit`` (from ``A^+ y`` at ``--t0``), all on ``--solver`` (Euler-Maruyama; or DDIM
+with ``--solver-args solver.eta=1 solver.time_grid=logsnr``) with ``--sampler-steps``.
 Reported: PSNR and SSIM against the originals, the measurement consistency ``||y - A x|| / (sigma_y sqrt M)``
 (RMS residual when noiseless) and the Frechet distance in the digits classifier's feature space against the
 test split (``FD``), each mean +- std over the seed sets.
