@@ -59,6 +59,60 @@ def test_log_snr_inverse_is_exact(sde):
     np.testing.assert_allclose(np.diff([log_snr(sde, t) for t in grid]), step)
 
 
+class ConstantBetaVP(VPSDE):
+    """VP with a constant ``beta(t) = b`` (``log m = -b t / 2``): another schedule than VP's linear one, whose
+    closed-form inverse ``t(lambda)`` would be wrong for it (it returned 0.544 for ``t = 0.3``)."""
+
+    def __init__(self, b: float = 6.0):
+        super().__init__(beta_min=b / 2, beta_max=b)  # stored only; this class uses b = beta_max throughout
+        self.b = float(b)
+
+    def beta(self, t):
+        return torch.as_tensor(t, dtype=torch.float64) * 0.0 + self.b
+
+    def log_mean_coef(self, t):
+        return -0.5 * self.b * torch.as_tensor(t, dtype=torch.float64)
+
+
+def test_log_snr_inverse_of_another_schedule_is_its_own():
+    """lambda(t) = -log(e^{b t} - 1) / 2 for VP with constant beta = b, so t(lambda) =
+    log(1 + e^{-2 lambda}) / b; the inherited VP closed form must not be used."""
+    sde = ConstantBetaVP(6.0)
+    ts = torch.tensor([1e-5, 1e-3, 0.05, 0.3, 0.9, 1.0], dtype=torch.float64)
+    lam = sde.log_snr(ts)
+    torch.testing.assert_close(lam, -0.5 * torch.log(torch.expm1(6.0 * ts)), rtol=1e-13, atol=0)
+    torch.testing.assert_close(sde.time_at_log_snr(lam), ts, rtol=1e-13, atol=0)
+    assert time_at_log_snr(sde, log_snr(sde, 0.3)) == pytest.approx(0.3, rel=1e-13)
+    assert VPSDE().time_at_log_snr(lam[3]) != pytest.approx(0.3, rel=1e-2)  # what it got before
+    assert float(sde.time_at_log_snr(math.inf)) == 0.0
+    beyond = float(sde.log_snr(1.0)) - 0.5  # EDM's churn asks for noise levels above sigma(T)
+    assert float(sde.log_snr(sde.time_at_log_snr(beyond))) == pytest.approx(beyond, rel=1e-12)
+    with pytest.raises(ValueError, match="NaN"):
+        sde.time_at_log_snr(math.nan)
+    assert sde.time_at_log_snr(lam.float()).dtype == torch.float32
+    grid = time_steps(sde, "logsnr", 10, sde.T, 1e-3)
+    step = (log_snr(sde, 1e-3) - log_snr(sde, 1)) / 10
+    np.testing.assert_allclose(np.diff([log_snr(sde, t) for t in grid]), step)
+
+
+# the samplers that evaluate at times found by the inverse (a wrong inverse leaves a multistep grid merely
+# non-uniform, but puts these evaluations at the wrong noise level: SW2 3.8x the floor for Heun)
+@pytest.mark.parametrize("make", [lambda: DPMSolver(20, order=3, method="singlestep", prediction="noise"),
+                                  lambda: DPMSolver(20, order=2, method="singlestep"), lambda: Heun(12)],
+                         ids=["dpm_solver_3", "dpm_solver++_2s", "heun"])
+def test_samplers_of_another_schedule_reach_the_oracle(make):
+    sde = ConstantBetaVP(6.0)
+    solver = make()
+    x = solver.sample(MIXTURE.score_fn(sde), sde, (N, 2), generator=torch.Generator().manual_seed(7))
+    exact = [MIXTURE.sample(N, sde.sampling_eps, sde, generator=torch.Generator().manual_seed(100 + i))
+             for i in range(4)]
+    if isinstance(solver, Heun):
+        exact = [data_prediction(MIXTURE.score_fn(sde), sde, e, sde.sampling_eps) for e in exact]
+    floor = (sw(exact[0], exact[1]) + sw(exact[2], exact[3])) / 2
+    dist = sum(sw(x, e) for e in exact) / len(exact)
+    assert dist <= 2 * floor, f"SW2 {dist:.4f} vs noise floor {floor:.4f}"
+
+
 @pytest.mark.parametrize("sde_name", list(SDES))
 def test_predictions_are_the_noise_and_tweedie_mean(sde_name):
     """For data N(mu, v I): eps = s (x - m mu) / (m^2 v + s^2) and
