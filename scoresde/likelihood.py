@@ -91,7 +91,7 @@ def _solve(counter: CountingScore, sde: SDE, x: torch.Tensor, probe, estimator: 
         x_t = y[:, :d].reshape(shape)
         xs = x_t.to(dtype).requires_grad_(True)  # the score in the model's dtype, the state in float64
         with torch.enable_grad():
-            s = counter(xs, torch.full((b,), t, device=x.device, dtype=dtype))
+            s = counter(xs, t)  # t for the batch, in the score's dtype
             div_s = _score_divergence(s, xs, estimator, probe)
         v = sde.reverse_drift(x_t, t, s.detach(), probability_flow=True)  # f - g^2 s / 2
         div_v_part = -0.5 * sde.diffusion(t) ** 2 * div_s.detach()      # -g^2 div s / 2

@@ -27,21 +27,17 @@ TESTED_TORCHSDE = ("0.2.6", "0.3")
 class FreshBrownian(BaseBrownian):
     """Brownian increments ``W(tb) - W(ta) = sqrt(tb - ta) z`` with ``z`` fresh from ``noise``
     (states flattened to ``(B, numel)``); with ``return_U`` also the space-time Levy area term
-    ``U = h (W / 2 + H)``, ``H ~ N(0, h / 12)`` independent of ``W`` (torchsde's convention).
-    ``on_increment`` is called once per increment (a progress bar)."""
+    ``U = h (W / 2 + H)``, ``H ~ N(0, h / 12)`` independent of ``W`` (torchsde's convention)."""
 
-    def __init__(self, noise: NoiseSource, numel: int, on_increment=None):
+    def __init__(self, noise: NoiseSource, numel: int):
         self._noise = noise
         self._shape = (noise.batch, numel)
-        self._on_increment = on_increment
 
     def __call__(self, ta, tb=None, return_U=False, return_A=False):
         if return_A:
             raise ValueError("Levy area A is not available from the fresh-increment Brownian source")
         h = float(tb) - float(ta)
         w = math.sqrt(h) * self._noise().view(self._shape)
-        if self._on_increment is not None:
-            self._on_increment()
         if not return_U:
             return w
         big_h = math.sqrt(h / 12.0) * self._noise().view(self._shape)

@@ -1,9 +1,10 @@
 """DDIM (Song, Meng & Ermon 2021) for any of our SDEs, written with ``m(t)`` and ``s(t)``.
 
-From ``t_i`` to ``t_{i+1} < t_i``, with the model's noise ``eps = -s(t_i) score(x, t_i)`` and data
-``x0 = (x - s(t_i) eps) / m(t_i)`` predictions (:mod:`.predictions`),
+From ``t_i`` to ``t_{i+1} < t_i``, with the model's noise ``z_hat = -s(t_i) score(x, t_i)`` and data
+``x0 = (x - s(t_i) z_hat) / m(t_i)`` predictions (:mod:`.predictions`; the DDIM paper's ``epsilon_theta``
+is ``z_hat``: ``eps`` is the last time of sampling, as in every sampler here),
 
-    x_{i+1} = m(t_{i+1}) x0 + sqrt(s(t_{i+1})^2 - sigma_i^2) eps + sigma_i z,
+    x_{i+1} = m(t_{i+1}) x0 + sqrt(s(t_{i+1})^2 - sigma_i^2) z_hat + sigma_i z,
     sigma_i = eta s(t_{i+1}) sqrt(1 - exp(-2 h_i)),   h_i = lambda(t_{i+1}) - lambda(t_i).
 
 ``sigma_i`` at ``eta = 1`` is the standard deviation of the forward process's posterior
@@ -15,14 +16,8 @@ exact for a Gaussian data distribution of one point and first order in general.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
-import torch
-from tqdm.auto import tqdm
-
-from ..score import ScoreFn
-from ..sde import SDE
-from .base import Sampler
+from .base import Sampler, one_of
 from .log_snr import TIME_GRIDS, log_snr, time_steps
 from .predictions import noise_prediction
 
@@ -42,32 +37,26 @@ class DDIM(Sampler):
 
     def __init__(self, steps: int = 50, eta: float = 0.0, time_grid: str = "time_uniform",
                  eps: float | None = None, denoise: bool = True, check_finite: bool = True):
-        super().__init__(eps=eps, denoise=denoise, check_finite=check_finite)
-        if int(steps) < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+        super().__init__(steps, eps=eps, denoise=denoise, check_finite=check_finite)
         if not 0.0 <= float(eta) <= 1.0:
             raise ValueError(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: ancestral), got {eta}")
-        if time_grid not in TIME_GRIDS:
-            raise ValueError(f"unknown time grid {time_grid!r}; valid: {', '.join(TIME_GRIDS)}")
-        self.steps, self.eta, self.time_grid = int(steps), float(eta), time_grid
+        one_of("time grid", time_grid, TIME_GRIDS)
+        self.eta, self.time_grid = float(eta), time_grid
 
-    @torch.no_grad()
-    def sample(self, score_fn: ScoreFn, sde: SDE, shape, *, generator: torch.Generator | None = None,
-               seeds: Sequence[int] | None = None, x_T: torch.Tensor | None = None,
-               progress: bool = False, device=None, dtype=torch.float32) -> torch.Tensor:
-        counter, noise, x = self._start(score_fn, sde, shape, generator, seeds, x_T, device, dtype)
-        eps = self._eps(sde)
+    def _planned_nfe(self) -> int:
+        return self.steps
+
+    def _solve(self, score, sde, x, eps, noise):
         times = time_steps(sde, self.time_grid, self.steps, sde.T, eps)
-        for i, (t, t_next) in enumerate(tqdm(list(zip(times[:-1], times[1:])), desc="ddim",
-                                             disable=not progress, leave=False)):
-            counter.step = i
+        for i, (t, t_next) in enumerate(zip(times[:-1], times[1:])):
+            score.step = i
             m, s = sde.mean_coef(t), sde.std(t)
             m_next, s_next = sde.mean_coef(t_next), sde.std(t_next)
             h = log_snr(sde, t_next) - log_snr(sde, t)
             sigma = self.eta * s_next * math.sqrt(-math.expm1(-2.0 * h))
-            e = noise_prediction(counter, sde, x, t)
-            x0 = (x - s * e) / m
-            x = x0 * m_next + e * math.sqrt(max(s_next**2 - sigma**2, 0.0))
+            z_hat = noise_prediction(score, sde, x, t)
+            x0 = (x - s * z_hat) / m
+            x = x0 * m_next + z_hat * math.sqrt(max(s_next**2 - sigma**2, 0.0))
             if sigma > 0.0:
                 x = x + noise(sigma)
-        return self._finish(counter, sde, x, eps)
+        return x

@@ -24,15 +24,12 @@ version pairs orders 1-2 or 2-3 on the same evaluations and controls the step wi
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
-from tqdm.auto import tqdm
 
-from ..score import ScoreFn
 from ..sde import SDE
-from .base import Sampler, SamplingError
+from .base import Sampler, SamplingError, one_of
 from .log_snr import TIME_GRIDS, log_snr, time_at_log_snr, time_steps
 from .predictions import data_prediction, noise_prediction
 
@@ -100,17 +97,12 @@ class DPMSolver(Sampler):
                  time_grid: str = "logsnr", lower_order_final: bool = True, denoise_to_zero: bool = False,
                  rtol: float = 0.05, atol: float = 0.0078, h_init: float = 0.05, theta: float = 0.9,
                  eps: float | None = None, check_finite: bool = True):
-        super().__init__(eps=eps, denoise=denoise_to_zero, check_finite=check_finite)
-        if method not in METHODS:
-            raise ValueError(f"unknown DPM-Solver method {method!r}; valid: {', '.join(METHODS)}")
-        if prediction not in PREDICTIONS:
-            raise ValueError(f"unknown prediction {prediction!r}; valid: {', '.join(PREDICTIONS)}")
-        if time_grid not in TIME_GRIDS:
-            raise ValueError(f"unknown time grid {time_grid!r}; valid: {', '.join(TIME_GRIDS)}")
+        super().__init__(steps, eps=eps, denoise=denoise_to_zero, check_finite=check_finite)
+        one_of("DPM-Solver method", method, METHODS)
+        one_of("prediction", prediction, PREDICTIONS)
+        one_of("time grid", time_grid, TIME_GRIDS)
         if int(order) not in (1, 2, 3):
             raise ValueError(f"order must be 1, 2 or 3, got {order}")
-        if int(steps) < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
         if method == "adaptive":
             if int(order) == 1:
                 raise ValueError("the adaptive DPM-Solver pairs orders 1-2 or 2-3: order must be 2 or 3")
@@ -120,7 +112,7 @@ class DPMSolver(Sampler):
         elif int(steps) < int(order):
             raise ValueError(f"{method} DPM-Solver-{order} needs steps >= order, got steps={steps}; "
                              f"use more steps or a lower order")
-        self.steps, self.order, self.method, self.prediction = int(steps), int(order), method, prediction
+        self.order, self.method, self.prediction = int(order), method, prediction
         self.time_grid, self.lower_order_final = time_grid, bool(lower_order_final)
         self.rtol, self.atol, self.h_init, self.theta = float(rtol), float(atol), float(h_init), float(theta)
 
@@ -186,26 +178,17 @@ class DPMSolver(Sampler):
         return x * (nt.a / n0.a) - (m0 * phi_1(h) + d_1 * phi_2(h) + d_2 * phi_3(h)) * nt.b
 
     # --- sampling ------------------------------------------------------------------------------
-    @torch.no_grad()
-    def sample(self, score_fn: ScoreFn, sde: SDE, shape, *, generator: torch.Generator | None = None,
-               seeds: Sequence[int] | None = None, x_T: torch.Tensor | None = None,
-               progress: bool = False, device=None, dtype=torch.float32) -> torch.Tensor:
-        counter, _, x = self._start(score_fn, sde, shape, generator, seeds, x_T, device, dtype)
-        eps = self._eps(sde)
+    def _planned_nfe(self) -> int | None:
+        return None if self.method == "adaptive" else self.steps
 
+    def _solve(self, score, sde, x, eps, noise):
         def model(y, node):
-            return self._model(counter, sde, y, node)
+            return self._model(score, sde, y, node)
 
         run = {"multistep": self._multistep, "singlestep": self._singlestep, "adaptive": self._adaptive}
-        bar = tqdm(total=None if self.method == "adaptive" else self.steps, desc=f"dpm-solver {self.method}",
-                   disable=not progress, leave=False, unit="nfe")
-        try:
-            x = run[self.method](model, counter, sde, x, eps, bar)
-        finally:
-            bar.close()
-        return self._finish(counter, sde, x, eps)
+        return run[self.method](model, score, sde, x, eps)
 
-    def _multistep(self, model, counter, sde, x, eps, bar):
+    def _multistep(self, model, counter, sde, x, eps):
         """2M/3M on ``intervals`` steps. The first step has one prediction only: order 1 for 2M (its
         local error ``O(h^2)`` keeps the global order 2); for 3M from 15 steps on a DPM-Solver-2 step,
         one evaluation more, taken from the budget (a first-order start would leave 3M of global order
@@ -215,7 +198,6 @@ class DPMSolver(Sampler):
         intervals = self.steps - (start_order - 1)
         nodes = [self._node(sde, t) for t in time_steps(sde, self.time_grid, intervals, sde.T, eps)]
         history = [(nodes[0], model(x, nodes[0]))]
-        bar.update(1)
         for i in range(1, intervals + 1):
             counter.step = i
             order = start_order if i == 1 else min(self.order, i)  # warm-up: fewer predictions to use
@@ -223,15 +205,13 @@ class DPMSolver(Sampler):
                 order = min(order, intervals + 1 - i)
             if i == 1 and order == 2:
                 x = self.singlestep_2(model, sde, x, nodes[0], nodes[1], history[0][1])
-                bar.update(1)
             else:
                 x = self.multistep(x, history, nodes[i], order)
             if i < intervals:
                 history = history[-2:] + [(nodes[i], model(x, nodes[i]))]
-                bar.update(1)
         return x
 
-    def _singlestep(self, model, counter, sde, x, eps, bar):
+    def _singlestep(self, model, counter, sde, x, eps):
         orders = singlestep_orders(self.steps, self.order)
         if self.time_grid == "logsnr":
             times = time_steps(sde, "logsnr", len(orders), sde.T, eps)
@@ -249,10 +229,9 @@ class DPMSolver(Sampler):
                 x = self.singlestep_2(model, sde, x, ns, nt, m_s)
             else:
                 x, _ = self.singlestep_3(model, sde, x, ns, nt, m_s)
-            bar.update(order)
         return x
 
-    def _adaptive(self, model, counter, sde, x, eps, bar, max_attempts: int = 10_000):
+    def _adaptive(self, model, counter, sde, x, eps, max_attempts: int = 10_000):
         """Lu et al. (2022) Algorithm 4-5: the step in ``lambda`` is accepted when the scaled RMS
         difference ``E`` of the pair's solutions is <= 1 (``delta = max(atol, rtol max(|x_lower|,
         |x_prev|))``), and the next is ``min(theta h E^(-1/order), lambda_eps - lambda_s)``. A rejected
@@ -284,6 +263,5 @@ class DPMSolver(Sampler):
                 x, x_prev, ns, lam_s, m_s = x_higher, x_lower, nt, lam_t, None
             factor = math.inf if err == 0.0 else self.theta * err ** (-1.0 / self.order)
             h = min(h * factor, lam_end - lam_s)
-            bar.update(1)
         raise SamplingError(f"adaptive DPM-Solver did not reach t = {eps:.3g} in {max_attempts} attempts "
                             f"(at t = {ns.t:.6g}); loosen rtol/atol or check the model")

@@ -19,15 +19,12 @@ so the score is evaluated ``steps + 1`` times (``+ 1`` with ``denoise``).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 
 import torch
 import torchsde
-from tqdm.auto import tqdm
 
-from ..score import ScoreFn
 from ..sde import SDE
-from .base import CountingScore, Sampler
+from .base import CountingScore, Sampler, one_of
 from .brownian import FreshBrownian
 
 __all__ = ["EulerMaruyama", "SDE_METHODS"]
@@ -54,8 +51,7 @@ class _ReverseSDE(torch.nn.Module):
         t = self.sde.T - float(s)
         self.score.step = round(float(s) / self.step_size) if self.step_size else float(s)
         x = y.view(self.shape)
-        score = self.score(x, torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype))
-        return -self.sde.reverse_drift(x, t, score).view(y.shape)
+        return -self.sde.reverse_drift(x, t, self.score(x, t)).view(y.shape)
 
     def g(self, s, y):
         return self.sde.diffusion(self.sde.T - float(s)).to(y.dtype).expand_as(y)
@@ -78,33 +74,28 @@ class EulerMaruyama(Sampler):
     def __init__(self, steps: int = 1000, method: str = "euler", adaptive: bool = False, rtol: float = 1e-3,
                  atol: float = 1e-3, dt_min: float = 1e-5, eps: float | None = None, denoise: bool = True,
                  check_finite: bool = True):
-        super().__init__(eps=eps, denoise=denoise, check_finite=check_finite)
-        if int(steps) < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        if method not in SDE_METHODS:
-            raise ValueError(f"unknown torchsde method {method!r}; valid: {', '.join(sorted(SDE_METHODS))}")
-        self.steps, self.method, self.adaptive = int(steps), method, bool(adaptive)
+        super().__init__(steps, eps=eps, denoise=denoise, check_finite=check_finite)
+        one_of("torchsde method", method, sorted(SDE_METHODS))
+        self.method, self.adaptive = method, bool(adaptive)
         self.rtol, self.atol, self.dt_min = float(rtol), float(atol), float(dt_min)
 
-    @torch.no_grad()
-    def sample(self, score_fn: ScoreFn, sde: SDE, shape, *, generator: torch.Generator | None = None,
-               seeds: Sequence[int] | None = None, x_T: torch.Tensor | None = None,
-               progress: bool = False, device=None, dtype=torch.float32) -> torch.Tensor:
-        counter, noise, x = self._start(score_fn, sde, shape, generator, seeds, x_T, device, dtype)
-        eps = self._eps(sde)
+    def _planned_nfe(self) -> int | None:
+        # torchsde evaluates the drift once before it integrates, to check its shape
+        return self.steps + 1 if self.method in ("euler", "milstein") and not self.adaptive else None
+
+    def _solve(self, score, sde, x, eps, noise):
         span = sde.T - eps
         h = span / self.steps
         batch, numel = x.shape[0], x[0].numel()
         ts = torch.tensor([0.0, span], dtype=torch.float64, device=x.device)
-        bar = tqdm(total=self.steps, desc=f"sde {self.method}", disable=not progress, leave=False)
         if self.adaptive:
-            entropy = int(torch.randint(0, 2**62, (1,), generator=generator, device=noise.device))
+            entropy = int(torch.randint(0, 2**62, (1,), generator=noise.generator, device=noise.device))
             bm = torchsde.BrownianInterval(t0=0.0, t1=span, size=(batch, numel), dtype=x.dtype,
                                            device=x.device, entropy=entropy,
                                            levy_area_approximation="space-time")
         else:
-            bm = FreshBrownian(noise, numel, on_increment=bar.update)
-        rsde = _ReverseSDE(sde, counter, x.shape, SDE_METHODS[self.method], 0.0 if self.adaptive else h)
+            bm = FreshBrownian(noise, numel)
+        rsde = _ReverseSDE(sde, score, x.shape, SDE_METHODS[self.method], 0.0 if self.adaptive else h)
         options = {"grad_free": True} if self.method == "milstein" else None
         # dt a hair above h: exactly `steps` steps, the last one clipped to end at T - eps.
         with warnings.catch_warnings():
@@ -114,5 +105,4 @@ class EulerMaruyama(Sampler):
             ys = torchsde.sdeint(rsde, x.reshape(batch, numel), ts, bm=bm, method=self.method,
                                  dt=h * (1 + 1e-9), adaptive=self.adaptive, rtol=self.rtol, atol=self.atol,
                                  dt_min=self.dt_min, options=options)
-        bar.close()
-        return self._finish(counter, sde, ys[-1].reshape(x.shape), eps)
+        return ys[-1].reshape(x.shape)

@@ -17,13 +17,7 @@ step to ``sigma_{i+1}`` and corrects it with the trapezoidal rule (Heun), except
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
-import torch
-from tqdm.auto import tqdm
-
-from ..score import ScoreFn
-from ..sde import SDE
 from .base import Sampler
 from .log_snr import noise_level, time_at_noise_level
 from .predictions import data_prediction
@@ -58,34 +52,30 @@ class Heun(Sampler):
     def __init__(self, steps: int = 18, rho: float = 7.0, churn: float = 0.0, s_tmin: float = 0.0,
                  s_tmax: float = math.inf, s_noise: float = 1.0, eps: float | None = None,
                  check_finite: bool = True):
-        super().__init__(eps=eps, denoise=False, check_finite=check_finite)
-        if int(steps) < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+        super().__init__(steps, eps=eps, denoise=False, check_finite=check_finite)
         if not float(rho) > 0:
             raise ValueError(f"rho must be > 0, got {rho}")
         if float(churn) < 0 or float(s_noise) < 0:
             raise ValueError(f"churn and s_noise must be >= 0, got churn={churn}, s_noise={s_noise}")
         if not 0 <= float(s_tmin) <= float(s_tmax):
             raise ValueError(f"need 0 <= s_tmin <= s_tmax, got s_tmin={s_tmin}, s_tmax={s_tmax}")
-        self.steps, self.rho, self.churn = int(steps), float(rho), float(churn)
+        self.rho, self.churn = float(rho), float(churn)
         self.s_tmin, self.s_tmax, self.s_noise = float(s_tmin), float(s_tmax), float(s_noise)
 
-    @torch.no_grad()
-    def sample(self, score_fn: ScoreFn, sde: SDE, shape, *, generator: torch.Generator | None = None,
-               seeds: Sequence[int] | None = None, x_T: torch.Tensor | None = None,
-               progress: bool = False, device=None, dtype=torch.float32) -> torch.Tensor:
-        counter, noise, x = self._start(score_fn, sde, shape, generator, seeds, x_T, device, dtype)
-        eps = self._eps(sde)
+    def _planned_nfe(self) -> int:
+        return 2 * self.steps - 1
+
+    def _solve(self, score, sde, x, eps, noise):
         sigmas = edm_sigmas(self.steps, noise_level(sde, eps), noise_level(sde, sde.T), self.rho)
 
         def denoiser(x_hat, sigma):
             t = time_at_noise_level(sde, sigma)
-            return data_prediction(counter, sde, x_hat * sde.mean_coef(t), t)
+            return data_prediction(score, sde, x_hat * sde.mean_coef(t), t)
 
         x_hat = x / sde.mean_coef(sde.T)
         gamma_max = min(self.churn / self.steps, math.sqrt(2.0) - 1.0)
-        for i in tqdm(range(self.steps), desc="heun", disable=not progress, leave=False):
-            counter.step = i
+        for i in range(self.steps):
+            score.step = i
             sigma, sigma_next = sigmas[i], sigmas[i + 1]
             gamma = gamma_max if self.s_tmin <= sigma <= self.s_tmax else 0.0
             sigma_hat = sigma * (1.0 + gamma)
@@ -97,4 +87,4 @@ class Heun(Sampler):
                 d_next = (x_next - denoiser(x_next, sigma_next)) / sigma_next
                 x_next = x_hat + (sigma_next - sigma_hat) * 0.5 * (d + d_next)
             x_hat = x_next
-        return self._finish(counter, sde, x_hat, eps)
+        return x_hat

@@ -10,7 +10,7 @@ the state with the divergence integral).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..score import ScoreFn
 from ..sde import SDE
-from .base import CountingScore, Sampler, SamplingError
+from .base import CountingScore, Sampler, SamplingError, batch_time, one_of
 
 __all__ = ["ProbabilityFlowODE", "integrate", "probability_flow_drift", "ODE_METHODS"]
 
@@ -30,8 +30,8 @@ ODE_METHODS = ("RK23", "RK45", "DOP853", "Radau", "BDF", "LSODA")
 
 def check_method(method) -> None:
     """Accept any ``solve_ivp`` method name (or an ``OdeSolver`` subclass)."""
-    if isinstance(method, str) and method not in ODE_METHODS:
-        raise ValueError(f"unknown solve_ivp method {method!r}; valid: {', '.join(ODE_METHODS)}")
+    if isinstance(method, str):
+        one_of("solve_ivp method", method, ODE_METHODS)
 
 
 def probability_flow_drift(score: ScoreFn, sde: SDE, x: torch.Tensor, t: float,
@@ -40,7 +40,7 @@ def probability_flow_drift(score: ScoreFn, sde: SDE, x: torch.Tensor, t: float,
     the batch, in ``x``'s dtype; the score is evaluated in ``dtype`` (default: ``x``'s; the solvers
     keep scipy's float64 state and call the model in its own dtype)."""
     xs = x if dtype is None else x.to(dtype)
-    s = score(xs, torch.full((x.shape[0],), t, device=x.device, dtype=xs.dtype))
+    s = score(xs, batch_time(xs, t))
     return sde.reverse_drift(x, t, s, probability_flow=True)
 
 
@@ -111,46 +111,41 @@ class ProbabilityFlowODE(Sampler):
         self.method, self.rtol, self.atol = method, float(rtol), float(atol)
         self.per_example, self.blas_threads = bool(per_example), blas_threads
 
-    def _solve(self, counter: CountingScore, sde: SDE, x: torch.Tensor, t0: float, t1: float,
-               progress: bool, desc: str) -> torch.Tensor:
+    def _solve(self, score, sde, x, eps, noise):
+        """Decode: integrate from ``x_T ~ p_T`` (or the given latent) at ``T`` down to ``eps``."""
+        return self._integrate(score, sde, x, sde.T, eps)
+
+    def _integrate(self, score: CountingScore, sde: SDE, x: torch.Tensor, t0: float,
+                   t1: float) -> torch.Tensor:
         """Integrate the probability flow from ``t0`` to ``t1`` in float64, the score in ``x``'s
         dtype; example by example with ``per_example``."""
 
         def rhs(t: float, y: torch.Tensor) -> torch.Tensor:
-            counter.step = counter.nfe  # the ODE's steps are its right-hand-side evaluations
-            return probability_flow_drift(counter, sde, y, t, dtype=x.dtype)
+            score.step = score.nfe  # the ODE's steps are its right-hand-side evaluations
+            return probability_flow_drift(score, sde, y, t, dtype=x.dtype)
 
         def solve(x0: torch.Tensor) -> torch.Tensor:
             y, _ = integrate(rhs, x0.double(), t0, t1, method=self.method, rtol=self.rtol, atol=self.atol,
-                             blas_threads=self.blas_threads, progress=progress, desc=desc)
+                             blas_threads=self.blas_threads)
             return y.to(x.dtype)
 
         if not self.per_example:
             return solve(x)
         return torch.cat([solve(x[i:i + 1]) for i in range(x.shape[0])])
 
-    @torch.no_grad()
-    def sample(self, score_fn: ScoreFn, sde: SDE, shape, *, generator: torch.Generator | None = None,
-               seeds: Sequence[int] | None = None, x_T: torch.Tensor | None = None,
-               progress: bool = False, device=None, dtype=torch.float32) -> torch.Tensor:
-        """Decode: integrate from ``x_T ~ p_T`` (or the given latent) at ``T`` down to ``eps``."""
-        counter, _, x = self._start(score_fn, sde, shape, generator, seeds, x_T, device, dtype)
-        eps = self._eps(sde)
-        x = self._solve(counter, sde, x, sde.T, eps, progress, "ode decode")
-        return self._finish(counter, sde, x, eps)
-
     def decode(self, score_fn: ScoreFn, sde: SDE, z: torch.Tensor, progress: bool = False) -> torch.Tensor:
         """Latent ``z`` at ``T`` -> data at ``eps`` (no denoising): the inverse of :meth:`encode`."""
-        counter = CountingScore(score_fn, self.check_finite)
-        with torch.no_grad():
-            x = self._solve(counter, sde, z, sde.T, self._eps(sde), progress, "ode decode")
-        self.nfe = counter.nfe
-        return x
+        return self._flow(score_fn, sde, z, sde.T, self._eps(sde), progress, "ode decode")
 
     def encode(self, score_fn: ScoreFn, sde: SDE, x: torch.Tensor, progress: bool = False) -> torch.Tensor:
         """Data ``x`` at ``eps`` -> latent ``z`` at ``T`` (the probability flow run forward)."""
-        counter = CountingScore(score_fn, self.check_finite)
-        with torch.no_grad():
-            z = self._solve(counter, sde, x, self._eps(sde), sde.T, progress, "ode encode")
-        self.nfe = counter.nfe
-        return z
+        return self._flow(score_fn, sde, x, self._eps(sde), sde.T, progress, "ode encode")
+
+    @torch.no_grad()
+    def _flow(self, score_fn: ScoreFn, sde: SDE, x: torch.Tensor, t0: float, t1: float, progress: bool,
+              desc: str) -> torch.Tensor:
+        with tqdm(desc=desc, unit="nfe", disable=not progress, leave=False) as bar:
+            score = CountingScore(score_fn, self.check_finite, bar=bar)
+            y = self._integrate(score, sde, x, t0, t1)
+        self.nfe = score.nfe
+        return y

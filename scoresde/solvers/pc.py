@@ -17,15 +17,11 @@ small float64 tensor operations, about 4% of a step with the benchmark's U-Net
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import NamedTuple
 
-import torch
-from tqdm.auto import tqdm
-
-from ..score import ScoreFn
 from ..sde import SDE
-from .base import Sampler, time_grid
+from .base import Sampler, one_of, time_grid
 
 __all__ = ["PredictorCorrector", "PREDICTORS", "CORRECTORS", "Step"]
 
@@ -149,39 +145,29 @@ class PredictorCorrector(Sampler):
     def __init__(self, predictor: str = "reverse_diffusion", corrector: str = "langevin", snr: float = 0.16,
                  corrector_steps: int = 1, steps: int = 1000, eps: float | None = None,
                  denoise: bool = True, check_finite: bool = True):
-        super().__init__(eps=eps, denoise=denoise, check_finite=check_finite)
-        if predictor not in PREDICTORS:
-            raise ValueError(f"unknown predictor {predictor!r}; valid: {', '.join(PREDICTORS)}")
-        if corrector not in CORRECTORS:
-            raise ValueError(f"unknown corrector {corrector!r}; valid: {', '.join(CORRECTORS)}")
-        if int(steps) < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+        super().__init__(steps, eps=eps, denoise=denoise, check_finite=check_finite)
+        one_of("predictor", predictor, PREDICTORS)
+        one_of("corrector", corrector, CORRECTORS)
         if int(corrector_steps) < 0:
             raise ValueError(f"corrector_steps must be >= 0, got {corrector_steps}")
         if not float(snr) >= 0:
             raise ValueError(f"snr must be >= 0, got {snr}")
         self.predictor, self.corrector = predictor, corrector
-        self.snr, self.corrector_steps, self.steps = float(snr), int(corrector_steps), int(steps)
+        self.snr, self.corrector_steps = float(snr), int(corrector_steps)
+        self._n_correct = self.corrector_steps if corrector != "none" else 0
 
-    @torch.no_grad()
-    def sample(self, score_fn: ScoreFn, sde: SDE, shape, *, generator: torch.Generator | None = None,
-               seeds: Sequence[int] | None = None, x_T: torch.Tensor | None = None,
-               progress: bool = False, device=None, dtype=torch.float32) -> torch.Tensor:
-        counter, noise, x = self._start(score_fn, sde, shape, generator, seeds, x_T, device, dtype)
+    def _planned_nfe(self) -> int:
+        return self.steps * (self._n_correct + (self.predictor != "none"))
+
+    def _solve(self, score, sde, x, eps, noise):
         predict, correct = PREDICTORS[self.predictor], CORRECTORS[self.corrector]
-        n_correct = self.corrector_steps if self.corrector != "none" else 0
-        eps = self._eps(sde)
-        grid = Step.grid(sde, self.steps, eps)
-        for i in tqdm(range(self.steps), desc=f"pc {self.predictor}/{self.corrector}", disable=not progress,
-                      leave=False):
-            counter.step = i
-            step = grid[i]
-            t_batch = torch.full((x.shape[0],), step.t, device=x.device, dtype=x.dtype)
+        for i, step in enumerate(Step.grid(sde, self.steps, eps)):
+            score.step = i
 
-            def score(y, t_batch=t_batch):
-                return counter(y, t_batch)
+            def score_t(y, t=step.t):
+                return score(y, t)
 
-            for _ in range(n_correct):
-                x, _ = correct(x, step, score, sde, noise, self.snr)
-            x, _ = predict(x, step, score, sde, noise)
-        return self._finish(counter, sde, x, eps)
+            for _ in range(self._n_correct):
+                x, _ = correct(x, step, score_t, sde, noise, self.snr)
+            x, _ = predict(x, step, score_t, sde, noise)
+        return x

@@ -16,21 +16,17 @@ import torch
 
 from ..score import ScoreFn
 from ..sde import SDE
-from .base import tweedie_denoise
+from .base import batch_time, tweedie_denoise
 
 __all__ = ["noise_prediction", "data_prediction"]
 
 
-def _times(x: torch.Tensor, t: float) -> torch.Tensor:
-    return torch.full((x.shape[0],), float(t), device=x.device, dtype=x.dtype)
-
-
 def noise_prediction(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, t: float) -> torch.Tensor:
     """``eps(x, t) = -s(t) score(x, t)``: the noise ``z`` of ``x_t = m(t) x_0 + s(t) z`` it predicts."""
-    return score_fn(x, _times(x, t)) * -sde.std(float(t))
+    return score_fn(x, batch_time(x, float(t))) * -sde.std(float(t))
 
 
 def data_prediction(score_fn: ScoreFn, sde: SDE, x: torch.Tensor, t: float) -> torch.Tensor:
     """``x0(x, t) = (x + s(t)^2 score(x, t)) / m(t)``, the posterior mean ``E[x_0 | x_t = x]``
     (:func:`~scoresde.solvers.base.tweedie_denoise` at one time for the batch)."""
-    return tweedie_denoise(score_fn, sde, x, _times(x, t))
+    return tweedie_denoise(score_fn, sde, x, batch_time(x, float(t)))
