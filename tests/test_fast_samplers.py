@@ -158,7 +158,22 @@ ORDERS = {
     "dpm_solver++_3m": (lambda n: DPMSolver(n, order=3), [80, 160, 320], 3),
     "dpm_solver_3m": (lambda n: DPMSolver(n, order=3, prediction="noise"), [160, 320, 640], 3),
     "heun": (lambda n: Heun(n), [40, 80, 160], 2),
+    "heun_at_eps": (lambda n: Heun(n, denoise_to_zero=False), [40, 80, 160], 2),
 }
+
+
+@pytest.mark.parametrize("sde_name", list(SDES))
+def test_heun_last_step_to_zero_is_the_denoiser_at_eps(sde_name):
+    """EDM's last (Euler) step from sigma_min to 0 returns D(x_hat; sigma_min): exactly Tweedie's denoiser
+    applied to the state where ``denoise_to_zero=False`` stops, one evaluation fewer."""
+    sde = SDES[sde_name]
+    x_T, _, _ = reference(sde_name)
+    score = MIXTURE.score_fn(sde)
+    at_eps, at_zero = Heun(6, denoise_to_zero=False), Heun(6)
+    x_eps = at_eps.sample(score, sde, (BATCH, 2), x_T=x_T)
+    torch.testing.assert_close(at_zero.sample(score, sde, (BATCH, 2), x_T=x_T),
+                               data_prediction(score, sde, x_eps, sde.sampling_eps), rtol=1e-9, atol=1e-9)
+    assert (at_eps.nfe, at_zero.nfe) == (10, 11)
 
 
 @pytest.mark.parametrize("sde_name", list(SDES))
@@ -167,7 +182,7 @@ def test_convergence_order(name, sde_name):
     sde = SDES[sde_name]
     make, steps, order = ORDERS[name]
     x_T, x_eps, x_0 = reference(sde_name)
-    target = x_0 if name == "heun" else x_eps
+    target = x_0 if name == "heun" else x_eps  # Heun(denoise_to_zero=False) stops at eps as the others
     errors = []
     for n in steps:
         x = make(n).sample(MIXTURE.score_fn(sde), sde, (BATCH, 2), x_T=x_T)
@@ -262,7 +277,8 @@ def test_per_sample_seeds_are_batch_independent(make, sde_name):
       for n in (3, 4, 5, 10, 11) for o in (1, 2, 3) for p in ("data", "noise")],
     (DPMSolver(order=2, method="adaptive"), None),
     (DPMSolver(order=3, method="adaptive", prediction="noise"), None),
-    (Heun(1), 1), (Heun(10), 19), (Heun(10, churn=40.0), 19),
+    (Heun(1), 1), (Heun(10), 19), (Heun(10, churn=40.0), 19), (Heun(10, denoise_to_zero=False), 18),
+    (Heun(2, denoise_to_zero=False), 2),
 ])
 def test_nfe_counts_real_score_calls(solver, expected):
     sde = VPSDE()
@@ -321,6 +337,8 @@ def test_bad_arguments_are_refused_with_the_reason():
         Heun(churn=-1)
     with pytest.raises(ValueError, match="s_tmin <= s_tmax"):
         Heun(s_tmin=2, s_tmax=1)
+    with pytest.raises(ValueError, match="needs steps >= 2"):
+        Heun(1, denoise_to_zero=False)
     for cls in (DDIM, DPMSolver, Heun):
         with pytest.raises(ValueError, match="steps must be >= 1"):
             cls(steps=0)
