@@ -12,7 +12,15 @@ from omegaconf import OmegaConf
 
 from scoresde import SDE, VESDE, VPSDE, GaussianMixture, SubVPSDE
 from scoresde.evaluation import sliced_wasserstein
-from scoresde.solvers import DDIM, DPMSolver, Heun, ProbabilityFlowODE, data_prediction, noise_prediction
+from scoresde.solvers import (
+    DDIM,
+    DPMSolver,
+    Heun,
+    ProbabilityFlowODE,
+    UniPC,
+    data_prediction,
+    noise_prediction,
+)
 from scoresde.solvers.base import CountingScore
 from scoresde.solvers.dpm_solver import singlestep_orders
 from scoresde.solvers.log_snr import log_snr, noise_level, time_at_log_snr, time_at_noise_level, time_steps
@@ -159,6 +167,11 @@ ORDERS = {
     "dpm_solver_3m": (lambda n: DPMSolver(n, order=3, prediction="noise"), [160, 320, 640], 3),
     "heun": (lambda n: Heun(n), [40, 80, 160], 2),
     "heun_at_eps": (lambda n: Heun(n, denoise_to_zero=False), [40, 80, 160], 2),
+    # UniPC-p is of order p + 1 (the corrector adds one); UniPC-2 reaches it later (2.5-2.8 an octave earlier)
+    "unipc_1": (lambda n: UniPC(n, order=1), [40, 80, 160], 2),
+    "unipc_2": (lambda n: UniPC(n, order=2), [80, 160, 320], 3),
+    "unipc_3": (lambda n: UniPC(n, order=3), [40, 80, 160], 4),
+    "unipc_3_bh1": (lambda n: UniPC(n, order=3, variant="bh1"), [40, 80, 160], 4),
 }
 
 
@@ -229,6 +242,8 @@ AT_20 = {
     "dpm_solver_2m": (lambda: DPMSolver(20, prediction="noise"), 20),
     "dpm_solver_2": (lambda: DPMSolver(20, order=2, method="singlestep", prediction="noise"), 20),
     "dpm_solver_3": (lambda: DPMSolver(20, order=3, method="singlestep", prediction="noise"), 20),
+    "unipc_3": (lambda: UniPC(20), 20),
+    "unipc_2": (lambda: UniPC(20, order=2), 20),
     "heun": (lambda: Heun(12), 23),
     "heun_churn": (lambda: Heun(13, churn=1.0), 25),
     "ddim_eta1": (lambda: DDIM(40, eta=1.0, denoise=False), 40),
@@ -279,6 +294,8 @@ def test_per_sample_seeds_are_batch_independent(make, sde_name):
     (DPMSolver(order=3, method="adaptive", prediction="noise"), None),
     (Heun(1), 1), (Heun(10), 19), (Heun(10, churn=40.0), 19), (Heun(10, denoise_to_zero=False), 18),
     (Heun(2, denoise_to_zero=False), 2),
+    *[(UniPC(n, order=o), n) for n in (3, 4, 7, 20) for o in (1, 2, 3)],
+    (UniPC(10, denoise_to_zero=True), 11),
 ])
 def test_nfe_counts_real_score_calls(solver, expected):
     sde = VPSDE()
@@ -287,6 +304,51 @@ def test_nfe_counts_real_score_calls(solver, expected):
     assert solver.nfe == counter.nfe
     if expected is not None:
         assert solver.nfe == expected
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_unipc_corrector_reuses_the_next_steps_evaluation(order):
+    """One evaluation per grid time from T to the last time before eps, each at the predicted state (the
+    corrector's evaluation is the next step's), none at eps; the corrector changes the state."""
+    sde = VPSDE()
+    x_T, _, _ = reference("vp")
+    times, states = [], []
+
+    def score(x, t):
+        times.append(float(t[0]))
+        states.append(x.clone())
+        return MIXTURE.score_fn(sde)(x, t)
+
+    solver = UniPC(8, order=order)
+    solver.sample(score, sde, (BATCH, 2), x_T=x_T)
+    grid = time_steps(sde, "logsnr", 8, sde.T, sde.sampling_eps)
+    assert solver.nfe == 8 and times == pytest.approx(grid[:-1], rel=1e-6)
+    # the second evaluation is at the first step's prediction (DDIM from x_T), not at its correction
+    n0, n1 = UniPC._node(sde, grid[0]), UniPC._node(sde, grid[1])
+    m0 = data_prediction(MIXTURE.score_fn(sde), sde, x_T, grid[0])
+    predicted = DPMSolver.first_order(x_T, n0, n1, m0)
+    torch.testing.assert_close(states[1], predicted.to(states[1].dtype))
+    m1 = data_prediction(MIXTURE.score_fn(sde), sde, predicted, grid[1])
+    corrected = solver.update(x_T, [(n0, m0)], n1, 1, m1)
+    assert not torch.allclose(corrected, predicted)
+
+
+def test_unipc_coefficients_meet_the_order_conditions():
+    """sum_k rho_k r_k^(i-1) = i! phi_{i+1}(h) / B(h), with (in DPM-Solver's scaling, phi_1 = e^h - 1)
+    phi_{i+1}(h) = h int_0^1 e^{(1-u) h} u^i / i! du from scipy's quadrature."""
+    from scipy.integrate import quad
+
+    from scoresde.solvers.unipc import unipc_coefficients
+
+    for h in (-1.3, -0.2, 0.7):
+        rks = [-0.8, -1.9, 1.0]
+        for variant, b_h in (("bh2", math.expm1(h)), ("bh1", h)):
+            rho = unipc_coefficients(h, rks, variant)
+            for i in (1, 2, 3):
+                weight = lambda u, i=i, h=h: math.exp((1 - u) * h) * u**i / math.factorial(i)  # noqa: E731
+                phi = h * quad(weight, 0, 1, epsabs=0, epsrel=1e-13)[0]
+                lhs = sum(r * k ** (i - 1) for r, k in zip(rho, rks))
+                assert lhs == pytest.approx(math.factorial(i) * phi / b_h, rel=1e-10)
 
 
 def test_singlestep_order_schedule_spends_exactly_the_steps():
@@ -339,7 +401,15 @@ def test_bad_arguments_are_refused_with_the_reason():
         Heun(s_tmin=2, s_tmax=1)
     with pytest.raises(ValueError, match="needs steps >= 2"):
         Heun(1, denoise_to_zero=False)
-    for cls in (DDIM, DPMSolver, Heun):
+    with pytest.raises(ValueError, match="UniPC order must be 1, 2 or 3"):
+        UniPC(order=4)
+    with pytest.raises(ValueError, match="UniPC-3 needs steps >= order"):
+        UniPC(2, order=3)
+    with pytest.raises(ValueError, match="valid: bh1, bh2"):
+        UniPC(variant="bh3")
+    with pytest.raises(ValueError, match="valid: logsnr, time_uniform, time_quadratic"):
+        UniPC(time_grid="karras")
+    for cls in (DDIM, DPMSolver, Heun, UniPC):
         with pytest.raises(ValueError, match="steps must be >= 1"):
             cls(steps=0)
 
@@ -349,8 +419,9 @@ def test_configs_build_the_samplers():
 
     root = Path(conf.__file__).parent / "solver"
     built = {name: instantiate(OmegaConf.load(root / f"{name}.yaml"))
-             for name in ("ddim", "dpm_solver", "heun")}
+             for name in ("ddim", "dpm_solver", "heun", "unipc")}
     assert isinstance(built["ddim"], DDIM) and isinstance(built["heun"], Heun)
+    assert isinstance(built["unipc"], UniPC) and (built["unipc"].order, built["unipc"].variant) == (3, "bh2")
     assert isinstance(built["dpm_solver"], DPMSolver) and built["dpm_solver"].order == 2
     sde = VESDE()
     for solver in built.values():
