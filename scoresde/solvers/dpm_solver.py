@@ -96,6 +96,9 @@ class DPMSolver(Sampler):
     probability-flow ODE: a sample equals its single-sample solve within the tolerances only.
     """
 
+    #: order -> the steps below which ``lower_order_final`` applies (see ``LOWER_ORDER_FINAL_BELOW``)
+    lower_order_final_below: dict[int, int] = LOWER_ORDER_FINAL_BELOW
+
     def __init__(self, steps: int = 20, order: int = 2, method: str = "multistep", prediction: str = "data",
                  time_grid: str = "logsnr", lower_order_final: bool = True, denoise_to_zero: bool = False,
                  rtol: float = 0.05, atol: float = 0.0078, h_init: float = 0.05, theta: float = 0.9,
@@ -214,7 +217,7 @@ class DPMSolver(Sampler):
         for i in range(1, self.steps + 1):
             counter.step = i
             order = min(self.order, i)  # warm-up: fewer predictions to use
-            if self.lower_order_final and self.steps < LOWER_ORDER_FINAL_BELOW[self.order]:
+            if self.lower_order_final and self.steps < self.lower_order_final_below[self.order]:
                 order = min(order, self.steps + 1 - i)
             x = self.multistep(x, history, nodes[i], order)
             if i < self.steps:

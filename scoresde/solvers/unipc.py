@@ -17,7 +17,8 @@ where the ``rho_k`` meet the order conditions ``sum_k rho_k r_k^(i-1) = i! phi_{
 
 The prediction at the predicted ``x_t`` is the one the next step starts from, so the corrector costs no
 evaluation: ``steps`` evaluations in all (the last step is not corrected). The order rises from 1 over the
-first steps (one more prediction each) and, with ``lower_order_final``, falls to 1 over the last ones.
+first steps (one more prediction each) and, with ``lower_order_final`` at few steps, falls to 1 over the last
+ones.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 
 from ..sde import SDE
 from .base import Sampler, one_of
-from .dpm_solver import Node, phi_1
+from .dpm_solver import LOWER_ORDER_FINAL_BELOW, Node, phi_1
 from .log_snr import TIME_GRIDS, log_snr, time_steps
 from .predictions import data_prediction
 
@@ -60,7 +61,10 @@ class UniPC(Sampler):
         variant: ``bh2`` (``B(h) = e^h - 1``, the paper's choice for unconditional sampling) or ``bh1``
             (``B(h) = h``).
         time_grid: ``logsnr`` (uniform in ``lambda``), ``time_uniform`` or ``time_quadratic``.
-        lower_order_final: the last steps use order ``min(order, steps left)``.
+        lower_order_final: below ``LOWER_ORDER_FINAL_BELOW[order]`` steps (DPM-Solver's: 15 for order 2,
+            6 for order 3) the last steps use order ``min(order, steps left)``. Measured on the 64-d oracle
+            as for DPM-Solver: UniPC-2 gains up to 13% from it below 15 steps; UniPC-3 gains at 5 steps
+            (0.4-0.8x the error without it) and mostly loses at 6-12 (0.9-1.8x).
         denoise_to_zero: finish with one Tweedie denoising step at ``eps`` (the base's ``denoise``).
         eps, check_finite: see :class:`~scoresde.solvers.base.Sampler`.
     """
@@ -111,7 +115,7 @@ class UniPC(Sampler):
         for i in range(1, self.steps + 1):
             score.step = i
             order = min(self.order, i)  # warm-up: one more prediction each step
-            if self.lower_order_final:
+            if self.lower_order_final and self.steps < LOWER_ORDER_FINAL_BELOW[self.order]:
                 order = min(order, self.steps + 1 - i)
             x_t = self.update(x, history, nodes[i], order)
             if i == self.steps:  # the last step: no corrector (it would cost an evaluation)
