@@ -35,7 +35,7 @@ score ``U s(U^T u, t)``: :func:`impute` works on ``u`` and maps back with ``U^T`
 Sampler -> step loop (the solvers' own loops have no per-step hook, so imputation runs its own,
 built from the SDE's public methods; each sampler's settings are honoured):
 
-* :class:`~scoresde.solvers.EulerMaruyama` (``method="euler"``, fixed steps): the Euler-Maruyama step
+* :class:`~scoresde.solvers.EulerMaruyama` (fixed steps): the Euler-Maruyama step
   of the reverse SDE, ``N(x - [f - g^2 s] dt, g^2 dt)``;
 * :class:`~scoresde.solvers.PredictorCorrector` (``reverse_diffusion`` predictor; ``langevin`` or
   ``none`` corrector): the reverse-diffusion step ``N((2 - r) x + q^2 s, q^2)`` preceded by
@@ -55,8 +55,14 @@ from tqdm.auto import tqdm
 
 from .score import NetworkScore, ScoreFn
 from .sde import SDE
-from .solvers import EulerMaruyama, PredictorCorrector, ProbabilityFlowODE, integrate, probability_flow_drift
-from .solvers.base import NoiseSource, Sampler, tweedie_denoise
+from .solvers import (
+    PredictorCorrector,
+    ProbabilityFlowODE,
+    ReverseSDESolver,
+    integrate,
+    probability_flow_drift,
+)
+from .solvers.base import NoiseSource, Sampler, batch_time, time_grid, tweedie_denoise
 
 __all__ = [
     "classifier_guided_score", "cfg_score", "impute", "colorization_transform", "over_channels",
@@ -200,8 +206,8 @@ def impute(sampler: Sampler, score_fn: ScoreFn, sde: SDE, known: torch.Tensor, m
         steps = getattr(sampler, "steps", 100)
     if int(steps) < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    eps = sde.sampling_eps if sampler.eps is None else sampler.eps
-    times = torch.linspace(sde.T, eps, int(steps) + 1, dtype=torch.float64).tolist()
+    eps = sampler.end_time(sde)
+    times = time_grid(int(steps), eps, sde.T).tolist()
     bar = tqdm(total=int(steps), desc=f"impute {method}/{kind}", disable=not progress, leave=False)
     with torch.no_grad():
         if method == "paper":
@@ -218,8 +224,7 @@ def impute(sampler: Sampler, score_fn: ScoreFn, sde: SDE, known: torch.Tensor, m
             u = _smc(kernel, score_u, sde, u0, mask, noise, times, bar)
         bar.close()
         if sampler.denoise:
-            t_end = torch.full((u.shape[0],), eps, dtype=u.dtype, device=u.device)
-            u = tweedie_denoise(score_u, sde, u, t_end)
+            u = tweedie_denoise(score_u, sde, u, batch_time(u, eps))
         return unmix(torch.where(mask, u0, u))
 
 
@@ -257,7 +262,7 @@ def _setup(score_fn: ScoreFn, known: torch.Tensor, mask, transform):
 
 
 def _at(score: ScoreFn, x: torch.Tensor, t: float) -> torch.Tensor:
-    return score(x, torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype))
+    return score(x, batch_time(x, t))
 
 
 def _em_kernel(score, sde: SDE, x, t: float, t_next: float):
@@ -292,10 +297,10 @@ def _ode_step(sampler: ProbabilityFlowODE, score, sde: SDE, x, t: float, t_next:
 def _kernel(sampler: Sampler):
     """The sampler's kind and its step: ``(correctors, predictor)`` Gaussian kernels returning
     ``(mean, std)``, or the ODE step."""
-    if isinstance(sampler, EulerMaruyama):
+    if isinstance(sampler, ReverseSDESolver):
         if sampler.method != "euler" or sampler.adaptive:
-            raise ValueError("imputation with solver=em needs method=euler and adaptive=false "
-                             f"(got method={sampler.method!r}, adaptive={sampler.adaptive})")
+            raise ValueError("imputation with a reverse-SDE solver needs method=euler and adaptive=false: "
+                             f"solver=em (got method={sampler.method!r}, adaptive={sampler.adaptive})")
         return "em", ((), _em_kernel)
     if isinstance(sampler, PredictorCorrector):
         if sampler.predictor != "reverse_diffusion" or sampler.corrector not in ("langevin", "none"):

@@ -14,7 +14,14 @@ from scoresde.conditional import (
     over_channels,
 )
 from scoresde.evaluation import sliced_wasserstein
-from scoresde.solvers import DDIM, DPMSolver, EulerMaruyama, PredictorCorrector, ProbabilityFlowODE
+from scoresde.solvers import (
+    DDIM,
+    DPMSolver,
+    EulerMaruyama,
+    PredictorCorrector,
+    ProbabilityFlowODE,
+    ReverseSDESolver,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -262,8 +269,9 @@ def test_bad_input_gets_clear_errors():
         name = type(few_step).__name__
         with pytest.raises(ValueError, match=f"supports the em, pc and ode samplers, not {name}"):
             impute(few_step, gm.score_fn(sde), sde, known, torch.tensor([True, False]))
-    with pytest.raises(ValueError, match="method=euler"):
-        impute(EulerMaruyama(method="heun"), gm.score_fn(sde), sde, known, torch.tensor([True, False]))
+    for not_euler in (ReverseSDESolver(method="heun"), EulerMaruyama(adaptive=True)):
+        with pytest.raises(ValueError, match="needs method=euler and adaptive=false: solver=em"):
+            impute(not_euler, gm.score_fn(sde), sde, known, torch.tensor([True, False]))
     with pytest.raises(ValueError, match="outside the classifier's labels 0..2"):
         classifier_guided_score(gm.score_fn(sde), gm.classifier_fn(sde), torch.tensor([0, 3]))
     unlabelled = classifier_guided_score(gm.score_fn(sde), lambda x, t: torch.zeros(x.shape[0], 3), 5)

@@ -118,3 +118,21 @@ def test_bad_input_is_rejected_clearly():
         log_likelihood(gm.score_fn(sde), sde, torch.zeros(1, 2), method="rk4")
     with pytest.raises(ValueError, match="for integer data use bits_per_dim"):
         log_likelihood(gm.score_fn(sde), sde, torch.zeros(1, 2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("estimator,per_example",
+                         [("rademacher", False), ("exact", False), ("gaussian", True)])
+def test_a_score_of_the_wrong_shape_is_refused_at_the_first_call(estimator, per_example):
+    """A score that drops a dimension (it would broadcast into the drift) stops the likelihood at its
+    first evaluation with both shapes named."""
+    sde, gm = VPSDE(), mixture(2)
+    exact, calls = gm.score_fn(sde), []
+
+    def first_coordinate_only(x, t):
+        calls.append(1)
+        return exact(x, t)[:, :1]
+
+    with pytest.raises(ValueError, match=r"returned shape \((3|1), 1\) for x of shape \(\1, 2\)"):
+        log_likelihood(first_coordinate_only, sde, torch.zeros(3, 2), estimator=estimator,
+                       per_example=per_example)
+    assert len(calls) == 1

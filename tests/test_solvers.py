@@ -12,11 +12,15 @@ from scoresde import VESDE, VPSDE, GaussianMixture, SubVPSDE
 from scoresde.evaluation import sliced_wasserstein
 from scoresde.solvers import (
     CORRECTORS,
+    DDIM,
     PREDICTORS,
     SDE_METHODS,
+    DPMSolver,
     EulerMaruyama,
+    Heun,
     PredictorCorrector,
     ProbabilityFlowODE,
+    ReverseSDESolver,
     Sampler,
     SamplingError,
     tweedie_denoise,
@@ -128,7 +132,7 @@ def test_nfe_counts_real_score_calls(solver, expected):
 
 @pytest.mark.parametrize("make", [
     lambda: EulerMaruyama(steps=50),
-    lambda: EulerMaruyama(steps=20, method="srk"),
+    lambda: ReverseSDESolver(steps=20, method="srk"),
     lambda: PredictorCorrector(steps=50),
     lambda: PredictorCorrector(steps=50, predictor="ancestral", corrector="ald"),
 ])
@@ -175,13 +179,15 @@ def test_every_predictor_corrector_combination_runs(predictor, corrector, sde_na
 @pytest.mark.parametrize("method", sorted(SDE_METHODS))
 def test_torchsde_methods_and_adaptive_stepping(method):
     sde, gm = VPSDE(), mixture(2)
-    solver = EulerMaruyama(steps=100, method=method, denoise=False)
+    solver = ReverseSDESolver(steps=100, method=method, denoise=False)
     x = solver.sample(gm.score_fn(sde), sde, (N, 2), generator=torch.Generator().manual_seed(0))
+    assert solver.nfe == solver._planned_nfe()  # the progress bar's total
     exact, floor = reference(2, "vp")
     assert torch.isfinite(x).all()
     assert sw(x, exact[0]) < 3 * floor
     if method in ("euler", "heun"):
-        adaptive = EulerMaruyama(steps=50, method=method, adaptive=True, rtol=1e-2, atol=1e-2, denoise=False)
+        adaptive = ReverseSDESolver(steps=50, method=method, adaptive=True, rtol=1e-2, atol=1e-2,
+                                    denoise=False)
         y = adaptive.sample(gm.score_fn(sde), sde, (N, 2), generator=torch.Generator().manual_seed(0))
         assert torch.isfinite(y).all() and sw(y, exact[0]) < 3 * floor
 
@@ -229,7 +235,7 @@ def test_bad_arguments_name_the_valid_choices():
     with pytest.raises(ValueError, match="steps must be >= 1"):
         PredictorCorrector(steps=0)
     with pytest.raises(ValueError, match="valid: euler, euler_heun, heun, midpoint, milstein, srk"):
-        EulerMaruyama(method="rk4")
+        ReverseSDESolver(method="rk4")
     with pytest.raises(ValueError, match="valid: RK23, RK45, DOP853, Radau, BDF, LSODA"):
         ProbabilityFlowODE(method="euler")
     sde, gm = VPSDE(), mixture(2)
@@ -284,6 +290,47 @@ def test_nan_in_the_state_is_caught_when_the_score_hides_it():
         CountingScore(lambda x, t: x, check_every=0)
 
 
+# --- a score of the wrong shape ---------------------------------------------------------------------
+WRONG_SHAPE_SAMPLERS = {
+    "em": lambda: EulerMaruyama(steps=10),
+    "em_adaptive": lambda: EulerMaruyama(steps=10, adaptive=True),
+    "pc": lambda: PredictorCorrector(steps=10),
+    "pc_corrector_only": lambda: PredictorCorrector(steps=10, predictor="none"),
+    "ode": lambda: ProbabilityFlowODE(),
+    "ode_per_example": lambda: ProbabilityFlowODE(per_example=True),
+    "ddim": lambda: DDIM(10),
+    "dpm_solver": lambda: DPMSolver(steps=10),
+    "dpm_solver_singlestep": lambda: DPMSolver(steps=10, order=3, method="singlestep"),
+    "dpm_solver_adaptive": lambda: DPMSolver(method="adaptive"),
+    "heun": lambda: Heun(10),
+}
+
+
+@pytest.mark.parametrize("name", list(WRONG_SHAPE_SAMPLERS))
+def test_a_score_of_the_wrong_shape_is_refused_at_the_first_call(name):
+    """A score that drops a dimension used to broadcast silently (DPM-Solver, DDIM, PC...): every
+    sampler refuses it at its first evaluation, naming both shapes."""
+    sde, gm = VPSDE(), mixture(2)
+    exact, calls = gm.score_fn(sde), []
+
+    def first_coordinate_only(x, t):
+        calls.append(1)
+        return exact(x, t)[:, :1]
+
+    with pytest.raises(ValueError, match=r"returned shape \((4|1), 1\) for x of shape \(\1, 2\)"):
+        WRONG_SHAPE_SAMPLERS[name]().sample(first_coordinate_only, sde, (4, 2),
+                                            generator=torch.Generator().manual_seed(0))
+    assert len(calls) == 1
+
+
+def test_ode_encode_decode_refuse_a_score_of_the_wrong_shape():
+    sde, gm = VPSDE(), mixture(2)
+    exact = gm.score_fn(sde)
+    for run in (ProbabilityFlowODE().encode, ProbabilityFlowODE().decode):
+        with pytest.raises(ValueError, match=r"returned shape \(4, 2, 1\) for x of shape \(4, 2\)"):
+            run(lambda x, t: exact(x, t)[..., None], sde, torch.zeros(4, 2))
+
+
 # --- denoise: one meaning for every sampler -------------------------------------------------------
 DENOISERS = {
     "em": lambda denoise: EulerMaruyama(steps=30, denoise=denoise),
@@ -309,6 +356,22 @@ def test_denoise_is_tweedie_on_the_final_state(name, sde_name):
     assert inspect.signature(cls).parameters["denoise"].default is True
     cfg = OmegaConf.load(ROOT / "conf" / "solver" / f"{name}.yaml")
     assert cfg.denoise is True and instantiate(cfg).denoise is True
+
+
+def test_euler_maruyama_is_the_reverse_sde_solver_with_the_euler_scheme():
+    """``EulerMaruyama`` is the Euler-Maruyama scheme only; the other torchsde schemes are
+    ``ReverseSDESolver(method=...)`` (solver=reverse_sde), and the two agree bit for bit on ``euler``."""
+    sde, gm = VPSDE(), mixture(2)
+    assert "method" not in inspect.signature(EulerMaruyama).parameters
+    with pytest.raises(TypeError, match="method"):
+        EulerMaruyama(method="srk")
+    em, generic = EulerMaruyama(steps=20), ReverseSDESolver(steps=20, method="euler")
+    assert em.method == "euler" and isinstance(em, ReverseSDESolver)
+    assert torch.equal(em.sample(gm.score_fn(sde), sde, (8, 2), seeds=range(8)),
+                       generic.sample(gm.score_fn(sde), sde, (8, 2), seeds=range(8)))
+    assert type(instantiate(OmegaConf.load(ROOT / "conf" / "solver" / "em.yaml"))) is EulerMaruyama
+    rsde = instantiate(OmegaConf.load(ROOT / "conf" / "solver" / "reverse_sde.yaml"), method="srk")
+    assert type(rsde) is ReverseSDESolver and rsde.method == "srk"
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "conf" / "solver").glob("*.yaml")), ids=lambda p: p.stem)

@@ -160,7 +160,8 @@ class Sampler(abc.ABC):
         self.check_finite = bool(check_finite)
         self.nfe = 0
 
-    def _eps(self, sde: SDE) -> float:
+    def end_time(self, sde: SDE) -> float:
+        """The last time of sampling: ``eps``, or the SDE's ``sampling_eps`` when ``eps`` is None."""
         return sde.sampling_eps if self.eps is None else self.eps
 
     @abc.abstractmethod
@@ -201,7 +202,7 @@ class Sampler(abc.ABC):
             device = generator.device if generator is not None else torch.device("cpu")
         noise = NoiseSource(shape[1:], shape[0], generator=generator, seeds=seeds, device=device, dtype=dtype)
         x = sde.prior_std * noise() if x_T is None else x_T.clone()
-        eps = self._eps(sde)
+        eps = self.end_time(sde)
         planned = self._planned_nfe()
         total = None if planned is None else planned + self.denoise
         bar = tqdm(total=total, desc=type(self).__name__, unit="nfe", disable=not progress, leave=False)

@@ -4,7 +4,7 @@ exponential integrators of the probability-flow ODE in the half log-SNR ``lambda
 The ODE's linear part is integrated exactly; only the model's prediction is expanded in ``lambda``.
 From ``s`` to ``t`` with ``h = lambda_t - lambda_s``:
 
-    noise (DPM-Solver):   x_t = (m_t / m_s) x_s - s_t int_0^h e^u eps(lambda_s + u) du,
+    noise (DPM-Solver):   x_t = (m_t / m_s) x_s - s_t int_0^h e^u z_hat(lambda_s + u) du,
     data (DPM-Solver++):  x_t = (s_t / s_s) x_s + m_t int_0^h e^{-u} x0(lambda_s + u) du.
 
 The second is the first with ``m <-> s`` and ``lambda <-> -lambda``, so both are written once: with

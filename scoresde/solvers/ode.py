@@ -135,11 +135,11 @@ class ProbabilityFlowODE(Sampler):
 
     def decode(self, score_fn: ScoreFn, sde: SDE, z: torch.Tensor, progress: bool = False) -> torch.Tensor:
         """Latent ``z`` at ``T`` -> data at ``eps`` (no denoising): the inverse of :meth:`encode`."""
-        return self._flow(score_fn, sde, z, sde.T, self._eps(sde), progress, "ode decode")
+        return self._flow(score_fn, sde, z, sde.T, self.end_time(sde), progress, "ode decode")
 
     def encode(self, score_fn: ScoreFn, sde: SDE, x: torch.Tensor, progress: bool = False) -> torch.Tensor:
         """Data ``x`` at ``eps`` -> latent ``z`` at ``T`` (the probability flow run forward)."""
-        return self._flow(score_fn, sde, x, self._eps(sde), sde.T, progress, "ode encode")
+        return self._flow(score_fn, sde, x, self.end_time(sde), sde.T, progress, "ode encode")
 
     @torch.no_grad()
     def _flow(self, score_fn: ScoreFn, sde: SDE, x: torch.Tensor, t0: float, t1: float, progress: bool,

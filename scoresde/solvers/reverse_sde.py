@@ -27,13 +27,15 @@ from ..sde import SDE
 from .base import CountingScore, Sampler, one_of
 from .brownian import FreshBrownian
 
-__all__ = ["EulerMaruyama", "SDE_METHODS"]
+__all__ = ["ReverseSDESolver", "EulerMaruyama", "SDE_METHODS"]
 
 #: torchsde method -> the SDE type we declare for it (equivalent for additive noise)
 SDE_METHODS = {
     "euler": "ito", "milstein": "ito", "srk": "ito",
     "heun": "stratonovich", "midpoint": "stratonovich", "euler_heun": "stratonovich",
 }
+#: drift (score) evaluations per fixed step where more than one (torchsde 0.2.6)
+DRIFTS_PER_STEP = {"heun": 2, "midpoint": 2, "srk": 10}
 
 
 class _ReverseSDE(torch.nn.Module):
@@ -57,8 +59,9 @@ class _ReverseSDE(torch.nn.Module):
         return self.sde.diffusion(self.sde.T - float(s)).to(y.dtype).expand_as(y)
 
 
-class EulerMaruyama(Sampler):
-    """Reverse-time SDE sampler through ``torchsde.sdeint``.
+class ReverseSDESolver(Sampler):
+    """The reverse-time SDE integrated by ``torchsde.sdeint`` with any of its schemes (the class for
+    ``method="euler"`` alone is :class:`EulerMaruyama`).
 
     Args:
         steps: number of fixed steps from ``T`` to ``eps`` (initial step count when ``adaptive``).
@@ -81,7 +84,7 @@ class EulerMaruyama(Sampler):
 
     def _planned_nfe(self) -> int | None:
         # torchsde evaluates the drift once before it integrates, to check its shape
-        return self.steps + 1 if self.method in ("euler", "milstein") and not self.adaptive else None
+        return None if self.adaptive else DRIFTS_PER_STEP.get(self.method, 1) * self.steps + 1
 
     def _solve(self, score, sde, x, eps, noise):
         span = sde.T - eps
@@ -106,3 +109,19 @@ class EulerMaruyama(Sampler):
                                  dt=h * (1 + 1e-9), adaptive=self.adaptive, rtol=self.rtol, atol=self.atol,
                                  dt_min=self.dt_min, options=options)
         return ys[-1].reshape(x.shape)
+
+
+class EulerMaruyama(ReverseSDESolver):
+    """Euler-Maruyama on the reverse-time SDE (eq. 6), the paper's VP/sub-VP sampler:
+
+        x_{t-h} = x_t - [f(x_t, t) - g(t)^2 score(x_t, t)] h + g(t) sqrt(h) z,
+
+    :class:`ReverseSDESolver` with torchsde's ``method="euler"`` (``adaptive``: with torchsde's
+    step-size control). Arguments as :class:`ReverseSDESolver`, less ``method``.
+    """
+
+    def __init__(self, steps: int = 1000, adaptive: bool = False, rtol: float = 1e-3, atol: float = 1e-3,
+                 dt_min: float = 1e-5, eps: float | None = None, denoise: bool = True,
+                 check_finite: bool = True):
+        super().__init__(steps, "euler", adaptive, rtol=rtol, atol=atol, dt_min=dt_min, eps=eps,
+                         denoise=denoise, check_finite=check_finite)
