@@ -260,7 +260,7 @@ AT_20 = {
     "dpm_solver_2m": (lambda: DPMSolver(20, prediction="noise"), 20),
     "dpm_solver_2": (lambda: DPMSolver(20, order=2, method="singlestep", prediction="noise"), 20),
     "dpm_solver_3": (lambda: DPMSolver(20, order=3, method="singlestep", prediction="noise"), 20),
-    "unipc_3": (lambda: UniPC(20), 20),
+    "unipc_3": (lambda: UniPC(20, order=3), 20),
     "unipc_2": (lambda: UniPC(20, order=2), 20),
     "heun": (lambda: Heun(12), 23),
     "heun_churn": (lambda: Heun(13, churn=1.0), 25),
@@ -439,7 +439,7 @@ def test_configs_build_the_samplers():
     built = {name: instantiate(OmegaConf.load(root / f"{name}.yaml"))
              for name in ("ddim", "dpm_solver", "heun", "unipc")}
     assert isinstance(built["ddim"], DDIM) and isinstance(built["heun"], Heun)
-    assert isinstance(built["unipc"], UniPC) and (built["unipc"].order, built["unipc"].variant) == (3, "bh2")
+    assert isinstance(built["unipc"], UniPC) and (built["unipc"].order, built["unipc"].variant) == (2, "bh2")
     assert isinstance(built["dpm_solver"], DPMSolver) and built["dpm_solver"].order == 2
     sde = VESDE()
     for solver in built.values():

@@ -178,7 +178,8 @@ class DPMSolver(Sampler):
         ``eps`` on the 64-d Gaussian-mixture oracle, Taylor's term (with the same order schedule) had
         1.03-1.20x this error from 5 to 30 evaluations on VP and VE and 1.09-1.17x on sub-VP except
         0.89-0.98x at 10-12; 0.95-1.05x at 50. On the 2-d oracle of the tests 1.0-2.9x at 10 and 20
-        evaluations; on the digits model 1.2-1.5x at 5-20 (benchmarks/fast_samplers.py). Scaling the
+        evaluations; on the main job's digits model (1,000 steps, float64) 1.14-1.54x at 5-20 and 1.04x
+        at 50 (benchmarks/results/fast_samplers_accuracy). Scaling the
         term by any ``w`` in ``[0.4, 0.6]``, or by ``1 / (1 + |h|)`` (order 3 again), changed the 64-d errors
         by less than 5% either way."""
         (n0, m0) = history[-1]
