@@ -323,6 +323,15 @@ def test_a_score_of_the_wrong_shape_is_refused_at_the_first_call(name):
     assert len(calls) == 1
 
 
+@pytest.mark.parametrize("name", [n for n in WRONG_SHAPE_SAMPLERS if "adaptive" not in n and "ode" not in n])
+def test_the_progress_bar_total_is_the_number_of_evaluations(name):
+    """``_planned_nfe`` (+1 for the final denoising step) is what the one progress bar counts to."""
+    sde, gm = VPSDE(), mixture(2)
+    solver = WRONG_SHAPE_SAMPLERS[name]()
+    solver.sample(gm.score_fn(sde), sde, (4, 2), generator=torch.Generator().manual_seed(0))
+    assert solver.nfe == solver._planned_nfe() + solver.denoise
+
+
 def test_ode_encode_decode_refuse_a_score_of_the_wrong_shape():
     sde, gm = VPSDE(), mixture(2)
     exact = gm.score_fn(sde)
