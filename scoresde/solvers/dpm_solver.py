@@ -16,7 +16,8 @@ The second is the first with ``m <-> s`` and ``lambda <-> -lambda``, so both are
 
 with ``D_1 ~ h dM/dl`` and ``D_2 ~ h^2 d^2M/dl^2`` estimated from extra evaluations inside the
 step (singlestep, the papers' DPM-Solver-2/3 at ``r = 1/2`` and ``r = 1/3, 2/3``) or from the previous
-steps (multistep 2M/3M, Lu et al. 2022b Algorithm 2 and its third-order extension). The adaptive
+steps (multistep 2M/3M, Lu et al. 2022b Algorithm 2 and the official code's third-order extension, whose
+``D_2`` is half the Taylor estimate: see :meth:`DPMSolver.multistep`). The adaptive
 version pairs orders 1-2 or 2-3 on the same evaluations and controls the step with their difference
 (Lu et al. 2022, Algorithm 4-5).
 """
