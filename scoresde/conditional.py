@@ -66,7 +66,8 @@ from .solvers.base import NoiseSource, Sampler, batch_time, time_grid, tweedie_d
 
 __all__ = [
     "classifier_guided_score", "cfg_score", "impute", "colorization_transform", "over_channels",
-    "IMPUTATION_METHODS", "network_classifier", "class_conditional_score",
+    "IMPUTATION_METHODS", "network_classifier", "class_conditional_score", "reverse_kernels", "populations",
+    "resample", "final_draw",
 ]
 
 #: the imputation methods of :func:`impute`
@@ -201,7 +202,7 @@ def impute(sampler: Sampler, score_fn: ScoreFn, sde: SDE, known: torch.Tensor, m
     u0, mask, unmix, score_u = _setup(score_fn, known, mask, transform)
     if method not in IMPUTATION_METHODS:
         raise ValueError(f"unknown imputation method {method!r}; valid: {', '.join(IMPUTATION_METHODS)}")
-    kind, kernel = _kernel(sampler)
+    kind, kernel = reverse_kernels(sampler)
     if steps is None:
         steps = getattr(sampler, "steps", 100)
     if int(steps) < 1:
@@ -294,7 +295,7 @@ def _ode_step(sampler: ProbabilityFlowODE, score, sde: SDE, x, t: float, t_next:
                      blas_threads=sampler.blas_threads)[0]
 
 
-def _kernel(sampler: Sampler):
+def reverse_kernels(sampler: Sampler):
     """The sampler's kind and its step: ``(correctors, predictor)`` Gaussian kernels returning
     ``(mean, std)``, or the ODE step."""
     if isinstance(sampler, ReverseSDESolver):
@@ -357,7 +358,7 @@ def _smc(kernel, score, sde: SDE, y, mask, noise: NoiseSource, times: list[float
 
     mask_p = mask.repeat_interleave(k, dim=0)
     y_p = y.repeat_interleave(k, dim=0)
-    members, valid, first = _populations(torch.where(mask_p, y_p, 0.0), mask_p)
+    members, valid, first = populations(torch.where(mask_p, y_p, 0.0), mask_p)
     path = [y_p]  # y at times[-1] = eps, then up the grid by exact transitions, one path per population
     for t_prev, t in zip(times[::-1][:-1], times[::-1][1:]):
         r, q = sde.transition(t, t - t_prev)
@@ -373,19 +374,24 @@ def _smc(kernel, score, sde: SDE, y, mask, noise: NoiseSource, times: list[float
         mean, std = predictor(score, sde, x, t, t_next)
         sq = torch.where(mask_p, path[i + 1] - mean, 0.0).reshape(batch * k, -1).double().pow(2).sum(-1)
         log_w = log_w - 0.5 * sq / float(std) ** 2
-        log_w, ancestors = _resample(log_w, members, valid, draw, threshold=0.5)
+        log_w, ancestors = resample(log_w, members, valid, draw, threshold=0.5)
         x = torch.where(mask_p, path[i + 1], mean[ancestors] + std * draw())
         bar.update(1)
-    _, ancestors = _resample(log_w, members, valid, draw, threshold=float("inf"))
-    # shuffle within each population: a row gets a uniformly random member of the resampled set
-    u = draw().reshape(batch * k, -1)[:, 0][members].masked_fill(~valid, math.inf)
+    return x[final_draw(log_w, members, valid, draw)].reshape(batch, k, *y.shape[1:])[:, 0]
+
+
+def final_draw(log_w: torch.Tensor, members, valid, draw) -> torch.Tensor:
+    """The particle each slot returns at the end of a particle filter: a final systematic resample by the
+    weights, shuffled within the population (a row gets a uniformly random member of the resampled set)."""
+    _, ancestors = resample(log_w, members, valid, draw, threshold=float("inf"))
+    u = draw().reshape(log_w.shape[0], -1)[:, 0][members].masked_fill(~valid, math.inf)
     shuffled = members.gather(1, torch.argsort(u, dim=1))
-    order = torch.arange(batch * k, device=y.device)
+    order = torch.arange(log_w.shape[0], device=log_w.device)
     order[members[valid]] = shuffled[valid]
-    return x[ancestors[order]].reshape(batch, k, *y.shape[1:])[:, 0]
+    return ancestors[order]
 
 
-def _populations(observed: torch.Tensor, mask: torch.Tensor):
+def populations(observed: torch.Tensor, mask: torch.Tensor):
     """Group the particles by observation: ``members`` ``(G, M)`` particle indices of each population
     (padded), ``valid`` ``(G, M)``, and ``first`` ``(P,)`` the first particle of each one's population
     (whose noise draws the population's path)."""
@@ -403,7 +409,7 @@ def _populations(observed: torch.Tensor, mask: torch.Tensor):
     return members, valid, members[group, 0]
 
 
-def _resample(log_w: torch.Tensor, members, valid, draw, threshold: float, systematic: bool = True):
+def resample(log_w: torch.Tensor, members, valid, draw, threshold: float, systematic: bool = True):
     """Resampling within each population whose effective sample size is below ``threshold`` times its
     size: systematic (one uniform ``U`` per population, points ``(j + U) / M``; lower variance than
     multinomial, Douc & Cappe 2005) or multinomial (one uniform per particle), by the inverse CDF of

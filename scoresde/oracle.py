@@ -27,7 +27,11 @@ Controllable generation (:mod:`scoresde.conditional`) is checked against three m
 
       mu_k|y = mu_k,u + S_k,uo S_k,oo^-1 (y - mu_k,o),   S_k|y = S_k,uu - S_k,uo S_k,oo^-1 S_k,ou,
 
-  reweighted ``w_k|y ∝ w_k N(y; mu_k,o, S_k,oo)``.
+  reweighted ``w_k|y ∝ w_k N(y; mu_k,o, S_k,oo)``;
+* the posterior ``p(x | y)`` of a linear-Gaussian measurement ``y = A x + sigma_y n``
+  (:meth:`GaussianMixture.posterior`, for :mod:`scoresde.restoration`): a mixture of the Gaussian
+  posteriors (Kalman updates) reweighted by each component's evidence
+  ``N(y; A mu_k, A Sigma_k A^T + sigma_y^2 I)``.
 """
 
 from __future__ import annotations
@@ -49,9 +53,12 @@ class GaussianMixture:
         means: ``(K, *event_shape)``; data may be vectors (``event_shape = (D,)``) or images.
         covs: ``(K, D, D)`` symmetric positive-definite covariances over the flattened event,
             ``D = prod(event_shape)``.
+        allow_singular: accept positive semi-definite covariances (a mixture on an affine subspace, e.g. the
+            posterior of a noiseless measurement, :meth:`posterior`): :meth:`sample`, :meth:`moments` and
+            everything at ``t > 0`` work; densities and scores at ``t = 0`` do not exist there.
     """
 
-    def __init__(self, weights, means, covs):
+    def __init__(self, weights, means, covs, *, allow_singular: bool = False):
         w = torch.as_tensor(weights, dtype=torch.float64)
         mu = torch.as_tensor(means, dtype=torch.float64)
         cov = torch.as_tensor(covs, dtype=torch.float64)
@@ -70,7 +77,9 @@ class GaussianMixture:
         if not torch.allclose(cov, cov.transpose(1, 2), rtol=1e-8, atol=1e-10):
             raise ValueError("covariances must be symmetric")
         evals, evecs = torch.linalg.eigh(cov)
-        if (evals <= 0).any():
+        if allow_singular:
+            evals = evals.clamp_min(0.0)
+        elif (evals <= 0).any():
             smallest = float(evals.min())
             raise ValueError(f"covariances must be positive definite (smallest eigenvalue {smallest:.3g})")
         self.event_shape = tuple(mu.shape[1:])
@@ -278,6 +287,53 @@ class GaussianMixture:
                                + o.numel() * math.log(2 * math.pi))
         weights = torch.softmax(self.weights.log() + log_evidence, dim=0)
         return GaussianMixture(weights.clamp_min(1e-300), means, 0.5 * (covs + covs.transpose(1, 2)))
+
+    def posterior(self, operator, y, sigma_y: float) -> GaussianMixture:
+        """The exact posterior ``p(x | y)`` of this mixture as the prior under the linear-Gaussian measurement
+        ``y = A x + sigma_y n``, ``n ~ N(0, I)``: again a mixture. ``operator`` is an ``(M, D)`` matrix or
+        anything with a ``matrix()`` method (a :class:`scoresde.restoration.LinearOperator`); ``y`` has ``M``
+        values (any shape).
+
+        In the SVD ``A = U diag(S) V^T`` only the ``r`` coordinates ``ybar = (U^T y)_{1:r}`` depend on ``x``
+        (the other ``M - r`` are noise alone, the same factor for every component), so with the full-row-rank
+        ``B = diag(S) V_r^T`` (``r x D``), per component
+
+            G_k = B Sigma_k B^T + sigma_y^2 I_r,       K_k = Sigma_k B^T G_k^-1,
+            mu_k|y = mu_k + K_k (ybar - B mu_k),        Sigma_k|y = Sigma_k - K_k B Sigma_k,
+            w_k|y ∝ w_k N(ybar; B mu_k, G_k).
+
+        ``G_k`` is positive definite for every ``sigma_y >= 0`` (``Sigma_k`` is), so a rank-deficient
+        ``A`` and ``sigma_y = 0`` are handled; at ``sigma_y = 0`` the covariances are singular (the
+        posterior lies on ``{x : A x = y}``): the mixture is built with ``allow_singular=True``."""
+        a = operator.matrix() if hasattr(operator, "matrix") else operator
+        a = torch.as_tensor(a, dtype=torch.float64)
+        if a.dim() != 2 or a.shape[1] != self.dim:
+            raise ValueError(f"the operator must be an (M, D={self.dim}) matrix, got shape {tuple(a.shape)}")
+        y = torch.as_tensor(y, dtype=torch.float64).reshape(-1)
+        if y.numel() != a.shape[0]:
+            raise ValueError(f"y has {y.numel()} values but the operator measures {a.shape[0]}")
+        if not float(sigma_y) >= 0:
+            raise ValueError(f"sigma_y must be >= 0, got {sigma_y}")
+        u, s, vh = torch.linalg.svd(a, full_matrices=False)
+        r = int((s > 1e-12 * s.max()).sum()) if s.numel() else 0
+        if r == 0:
+            return self
+        b = s[:r, None] * vh[:r]  # (r, D)
+        ybar = u[:, :r].T @ y
+        cov, mu = self.covs, self.means
+        g = b @ cov @ b.T + float(sigma_y) ** 2 * torch.eye(r, dtype=torch.float64)  # (K, r, r)
+        chol = torch.linalg.cholesky(0.5 * (g + g.transpose(1, 2)))
+        cross = cov @ b.T  # Sigma_k B^T, (K, D, r)
+        gain = torch.cholesky_solve(cross.transpose(1, 2), chol).transpose(1, 2)  # (K, D, r)
+        diff = (ybar - mu @ b.T)[..., None]  # (K, r, 1)
+        means = mu + (gain @ diff)[..., 0]
+        covs = cov - gain @ cross.transpose(1, 2)
+        white = torch.linalg.solve_triangular(chol, diff, upper=False)[..., 0]
+        log_evidence = -0.5 * ((white**2).sum(-1) + 2 * chol.diagonal(dim1=1, dim2=2).log().sum(-1)
+                               + r * math.log(2 * math.pi))
+        weights = torch.softmax(self.weights.log() + log_evidence, dim=0)
+        return GaussianMixture(weights.clamp_min(1e-300), means.reshape(-1, *self.event_shape),
+                               0.5 * (covs + covs.transpose(1, 2)), allow_singular=float(sigma_y) == 0)
 
     def __repr__(self) -> str:
         return f"GaussianMixture(K={self.num_components}, event_shape={self.event_shape})"

@@ -45,6 +45,14 @@ def as_time(t) -> torch.Tensor:
     return t
 
 
+def _as_log_snr(lam) -> tuple[torch.Tensor, torch.dtype]:
+    """Log-SNR values as float64 and the dtype to return them in (float64 for a Python number)."""
+    if not isinstance(lam, torch.Tensor):
+        return torch.as_tensor(lam, dtype=torch.float64), torch.float64
+    dtype = lam.dtype if lam.is_floating_point() else torch.float64
+    return lam.to(torch.float64), dtype
+
+
 def _check_batch(x: torch.Tensor, t: torch.Tensor) -> None:
     if t.dim() == 1 and x.dim() >= 1 and t.shape[0] not in (1, x.shape[0]):
         raise ValueError(
@@ -177,6 +185,49 @@ class SDE(abc.ABC):
         r, _ = self.transition(t, dt)
         return r * r
 
+    # --- the half log signal-to-noise ratio -----------------------------------------------------
+    def log_snr(self, t) -> torch.Tensor:
+        """``lambda(t) = log m(t) - log s(t)``, the half log signal-to-noise ratio of the kernel: the
+        variable of the exponential integrators (DDIM, DPM-Solver, UniPC). It decreases from ``+inf`` at
+        ``t = 0``: ``d lambda / dt = -g(t)^2 / (2 s(t)^2)`` (from ``d s^2/dt = 2 a s^2 + g^2``)."""
+        t = as_time(t)
+        return self.log_mean_coef(t) - torch.log(self.std(t))
+
+    def time_at_log_snr(self, lam) -> torch.Tensor:
+        """The time ``t`` with ``lambda(t) = lam`` (``lam = +inf`` gives ``t = 0``), elementwise, computed in
+        float64 and returned in ``lam``'s dtype (float64 for a Python number).
+
+        Here for any SDE: bisection on the monotone ``lambda``, bracket ``[0, T]`` (widened past ``T`` by
+        doubling for ``lam < lambda(T)``, e.g. EDM's churn above the prior's noise level), run until every
+        bracket is as narrow as float64 allows (about 60 + log2(1/t) halvings). VP, sub-VP and VE override
+        it with their closed forms; a subclass that changes their schedule gets this one back."""
+        lam64, dtype = _as_log_snr(lam)
+        if bool(torch.isnan(lam64).any()):
+            raise ValueError(f"time_at_log_snr got NaN log-SNR values for {self!r}")
+        done = torch.isposinf(lam64)  # t = 0
+        lo, hi = torch.zeros_like(lam64), torch.full_like(lam64, float(self.T)).masked_fill(done, 0.0)
+        for _ in range(64):
+            short = self.log_snr(hi) > lam64  # lambda(hi) still above lam: the root lies beyond hi
+            if not bool(short.any()):
+                break
+            lo, hi = torch.where(short, hi, lo), torch.where(short, 2.0 * hi, hi)
+        else:
+            raise ValueError(f"log-SNR {float(lam64.min()):.6g} is below lambda(t) for every t up to "
+                             f"{float(hi.max()):.3g} of {self!r}: no time has it")
+        for _ in range(1100):  # float64's 52 bits below the smallest normal number: always enough
+            mid = 0.5 * (lo + hi)
+            if bool(((mid <= lo) | (mid >= hi)).all()):
+                break
+            above = self.log_snr(mid) > lam64  # lambda decreases: the root lies after mid
+            lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
+        return hi.to(dtype)
+
+    def _closed_form_holds(self, cls: type) -> bool:
+        """Whether the kernel methods of ``cls``, whose closed-form inverse ``t(lambda)`` is used, are still
+        this object's (a subclass with another schedule overrides them and falls back to the bisection)."""
+        names = ("log_mean_coef", "std", "log_snr", "sigma", "beta")
+        return all(getattr(type(self), n, None) is getattr(cls, n, None) for n in names)
+
     # --- misc ---------------------------------------------------------------------------------
     def _config(self) -> dict:
         return {}
@@ -208,6 +259,13 @@ class _BetaSchedule(SDE):
         """``a(t) = -beta(t) / 2``."""
         return -0.5 * self.beta(t)
 
+    def time_at_log_mean_coef(self, log_m: torch.Tensor) -> torch.Tensor:
+        """The root ``t >= 0`` of ``log m(t) = log_m`` (``<= 0``), i.e. of ``A t^2 + B t + c = 0`` with
+        ``A = (b1 - b0) / 4``, ``B = b0 / 2``, ``c = -log_m``, as ``2 c / (B + sqrt(B^2 + 4 A c))`` (no
+        cancellation at small ``t``)."""
+        a, b = 0.25 * (self.beta_max - self.beta_min), 0.5 * self.beta_min
+        return -2.0 * log_m / (b + torch.sqrt(b * b - 4.0 * a * log_m))
+
     def noise_label(self, t: torch.Tensor) -> torch.Tensor:
         """``999 t``, the paper's continuous-time label (a DDPM timestep scale)."""
         return 999.0 * as_time(t)
@@ -230,6 +288,15 @@ class VPSDE(_BetaSchedule):
         """``g(t) = sqrt(beta(t))``."""
         return torch.sqrt(self.beta(t))
 
+    def time_at_log_snr(self, lam) -> torch.Tensor:
+        """Closed form: ``m^2 = 1 / (1 + e^{-2 lambda})``, so ``log m = -log(1 + e^{-2 lambda}) / 2``, then
+        :meth:`time_at_log_mean_coef`."""
+        if not self._closed_form_holds(VPSDE):
+            return super().time_at_log_snr(lam)
+        lam64, dtype = _as_log_snr(lam)
+        log_m = -0.5 * torch.logaddexp(torch.zeros_like(lam64), -2.0 * lam64)
+        return self.time_at_log_mean_coef(log_m).to(dtype)
+
 
 class SubVPSDE(_BetaSchedule):
     """Sub-VP SDE: ``dx = -beta(t) x / 2 dt + sqrt(beta(t) (1 - exp(-2 int_0^t beta))) dw``.
@@ -245,6 +312,14 @@ class SubVPSDE(_BetaSchedule):
     def diffusion(self, t: torch.Tensor) -> torch.Tensor:
         """``g(t) = sqrt(beta(t) (1 - m(t)^4)) = sqrt(-beta(t) expm1(4 log m(t)))``."""
         return torch.sqrt(-self.beta(t) * torch.expm1(4.0 * self.log_mean_coef(as_time(t))))
+
+    def time_at_log_snr(self, lam) -> torch.Tensor:
+        """Closed form: ``s = 1 - m^2`` makes ``m = e^lambda (1 - m^2)``, whose root is
+        ``log m = -asinh(e^{-lambda} / 2)``, then :meth:`time_at_log_mean_coef`."""
+        if not self._closed_form_holds(SubVPSDE):
+            return super().time_at_log_snr(lam)
+        lam64, dtype = _as_log_snr(lam)
+        return self.time_at_log_mean_coef(-torch.asinh(0.5 * torch.exp(-lam64))).to(dtype)
 
 
 class CosineVPSDE(SDE):
@@ -351,6 +426,14 @@ class VESDE(SDE):
     def diffusion(self, t: torch.Tensor) -> torch.Tensor:
         """``g(t) = sigma(t) sqrt(2 ln(sigma_max / sigma_min))``."""
         return self.sigma(t) * math.sqrt(2.0 * self.log_ratio)
+
+    def time_at_log_snr(self, lam) -> torch.Tensor:
+        """Closed form: ``lambda = -log sigma(t)``, so ``t = (-lambda - log sigma_min) / log(sigma_max /
+        sigma_min)``."""
+        if not self._closed_form_holds(VESDE):
+            return super().time_at_log_snr(lam)
+        lam64, dtype = _as_log_snr(lam)
+        return ((-lam64 - math.log(self.sigma_min)) / self.log_ratio).to(dtype)
 
     def noise_label(self, t: torch.Tensor) -> torch.Tensor:
         """``sigma(t)`` or ``log sigma(t)`` according to ``noise_label``."""

@@ -74,9 +74,10 @@ def test_sde_configs_instantiate(name):
 
 @pytest.mark.parametrize("name", GROUPS["solver"])
 def test_solver_configs_instantiate_with_common_keys(name):
-    """Every sampler takes ``eps``; those with a final Tweedie step take ``denoise`` (DPM-Solver calls it
-    ``denoise_to_zero`` as its papers do; EDM's Heun always ends denoised, at sigma = 0)."""
-    key = {"dpm_solver": "denoise_to_zero", "heun": None}.get(name, "denoise")
+    """Every sampler takes ``eps``; those with a final Tweedie step take ``denoise`` (DPM-Solver, UniPC and
+    EDM's Heun call it ``denoise_to_zero`` as their papers do; Heun's is its own last Euler step to
+    sigma = 0)."""
+    key = "denoise_to_zero" if name in ("dpm_solver", "heun", "unipc") else "denoise"
     cfg = _compose(f"solver={name}", "solver.eps=0.01", *([f"solver.{key}=false"] if key else []))
     solver = instantiate(cfg.solver)
     assert solver.eps == 0.01 and solver.denoise is False

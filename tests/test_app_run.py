@@ -59,13 +59,18 @@ def test_fast_dev_run_every_sde_and_solver(tmp_path, sde, solver):
             output_dir=tmp_path,
         )
     )
+    # fast_dev_run makes sampling and likelihood smoke tests too (scoresde.tasks.train.SMOKE_TEST)
+    from scoresde.tasks.train import SMOKE_TEST
+
+    n = SMOKE_TEST["samples"]
     assert metrics["global_step"] == 1
-    assert metrics["sampling"]["num_samples"] == 20 and metrics["sampling"]["nfe_per_batch"] > 0
+    assert metrics["sampling"]["num_samples"] == n and metrics["sampling"]["nfe_per_batch"] > 0
     x = torch.load(tmp_path / "samples.pt", weights_only=False)["samples"]
-    assert x.shape == (20, 2) and torch.isfinite(x).all()
+    assert x.shape == (n, 2) and torch.isfinite(x).all()
     assert math.isfinite(metrics["likelihood"]["nll_nats"])
     assert Image.open(tmp_path / "samples.png").size[0] > 100
-    assert json.loads((tmp_path / "metrics.json").read_text())["likelihood"]["num_examples"] == 6
+    likelihood = json.loads((tmp_path / "metrics.json").read_text())["likelihood"]
+    assert likelihood["num_examples"] == SMOKE_TEST["examples"]
 
 
 @pytest.fixture(scope="module")

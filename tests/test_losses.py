@@ -126,33 +126,31 @@ def _rate(sde, t: float) -> float:
 
 @pytest.mark.parametrize("name", list(IS_SDES))
 def test_importance_cdf_is_the_integral_of_g2_over_s2(name):
-    """Closed-form CDF of q ~ g^2/s^2 against scipy's quadrature; its inverse; the table fallback (used for
-    any SDE without a closed form, here a subclass) against the closed form."""
+    """CDF of q ~ g^2/s^2 (through the SDE's log-SNR) against scipy's quadrature; its inverse; the same for a
+    subclass, whose inverse log-SNR is the SDE's bisection instead of the closed form."""
     from scipy.integrate import quad
 
     from scoresde.importance import LikelihoodImportance
 
     sde, eps = IS_SDES[name], 1e-5
-    q = LikelihoodImportance(sde, eps)
-    assert q.closed_form is not None
     breaks = [1e-4, 1e-3, 1e-2, 0.1]
     integral = lambda a, b: quad(lambda s: _rate(sde, s), a, b, points=[p for p in breaks if a < p < b],  # noqa: E731
                                  limit=200, epsabs=0, epsrel=1e-10)[0]
     z = integral(eps, 1.0)
-    assert q.normalizer == pytest.approx(z, rel=1e-8)
     ts = torch.tensor([2e-5, 1e-4, 3e-3, 0.05, 0.5, 0.9], dtype=torch.float64)
     expected = torch.tensor([integral(eps, float(t)) / z for t in ts], dtype=torch.float64)
-    torch.testing.assert_close(q.cdf(ts), expected, rtol=1e-7, atol=1e-9)
     u = torch.rand(2000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    torch.testing.assert_close(q.cdf(q.icdf(u)), u, rtol=0, atol=1e-12)
-    torch.testing.assert_close(q.density(ts), torch.tensor([_rate(sde, float(t)) for t in ts]).double() / z)
-
-    tabulated = type(name, (type(sde),), {})(**sde._config())
-    table = LikelihoodImportance(tabulated, eps)
-    assert table.closed_form is None
-    assert table.normalizer == pytest.approx(z, rel=1e-5)
-    torch.testing.assert_close(table.icdf(u), q.icdf(u), rtol=1e-5, atol=1e-9)
-    torch.testing.assert_close(table.density(ts), q.density(ts), rtol=1e-3, atol=0)
+    subclass = type(name, (type(sde),), {"log_mean_coef": lambda self, t: type(sde).log_mean_coef(self, t)})
+    draws = []
+    for s in (sde, subclass(**sde._config())):
+        q = LikelihoodImportance(s, eps)
+        assert q.normalizer == pytest.approx(z, rel=1e-8)
+        torch.testing.assert_close(q.cdf(ts), expected, rtol=1e-7, atol=1e-9)
+        torch.testing.assert_close(q.cdf(q.icdf(u)), u, rtol=0, atol=1e-12)
+        rates = torch.tensor([_rate(sde, float(t)) for t in ts], dtype=torch.float64)
+        torch.testing.assert_close(q.density(ts), rates / z)
+        draws.append(q.icdf(u))
+    torch.testing.assert_close(draws[1], draws[0], rtol=1e-12, atol=0)
 
 
 def test_stratified_importance_puts_one_time_in_each_quantile():

@@ -160,7 +160,7 @@ def test_likelihood_and_evaluate_tasks_take_an_official_checkpoint(tmp_path, rgb
     ]
     metrics = run_task(compose_config("task=likelihood", *common, output_dir=tmp_path / "lik"))
     assert metrics["likelihood"]["num_examples"] == 2 and np.isfinite(metrics["likelihood"]["bpd"])
-    # evaluate loads it too and samples; FID then needs the Inception weights, absent here
+    # evaluate loads it too; FID needs the Inception weights, absent here: an error before sampling
     monkeypatch.setenv("SCORESDE_WEIGHTS_DIR", str(tmp_path / "no-weights"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-torch-home"))
     monkeypatch.delenv("SCORESDE_INCEPTION_WEIGHTS", raising=False)

@@ -195,12 +195,11 @@ class ScoreDataModule(pl.LightningDataModule):
 
     The loader settings below live here only: a subclass's ``__init__`` takes its own arguments (and any
     default it changes, e.g. ``batch_size=512``) and passes the rest on as ``**kwargs``. The hyper-parameters
-    (``self.hparams``, stored in checkpoints and logged) are saved here, once, for the whole class chain:
-    every constructor argument of every class from this one to the subclass, except ``seed``.
-    ``seed`` is left out because it is a run setting, not a property of the data, and the LightningModule
-    has a ``seed`` of its own: Lightning refuses to train when a key of both hparams differs
-    ("Error while merging hparams"). The app records the data settings that shape training, ``seed``
-    included, in each checkpoint's ``scoresde_run`` (``scoresde.tasks.train.run_settings``).
+    (``self.hparams``, stored in checkpoints as ``datamodule_hyper_parameters``) are saved here, once, for the
+    whole class chain: every constructor argument of every class from this one to the subclass. They are not
+    sent to the loggers: the data's ``seed`` is not the LightningModule's, and Lightning refuses to train when
+    a key of both differs ("Error while merging hparams"). The app records the data settings that shape
+    training in each checkpoint's ``scoresde_run`` too (``scoresde.tasks.train.run_settings``).
 
     Args:
         batch_size: training batch size, GLOBAL: under DDP (a trainer with ``world_size`` W > 1 attached) each
@@ -252,7 +251,7 @@ class ScoreDataModule(pl.LightningDataModule):
         self.pin_memory = bool(pin_memory)
         self._splits: dict[str, Split] | None = None
         # reads the arguments of this __init__ and of every subclass __init__ that called it
-        self.save_hyperparameters(ignore=["seed"])
+        self.save_hyperparameters(logger=False)
 
     # ----------------------------------------------------------------------------- subclass hooks
     def _load_splits(self) -> dict[str, Split]:

@@ -16,7 +16,8 @@ The second is the first with ``m <-> s`` and ``lambda <-> -lambda``, so both are
 
 with ``D_1 ~ h dM/dl`` and ``D_2 ~ h^2 d^2M/dl^2`` estimated from extra evaluations inside the
 step (singlestep, the papers' DPM-Solver-2/3 at ``r = 1/2`` and ``r = 1/3, 2/3``) or from the previous
-steps (multistep 2M/3M, Lu et al. 2022b Algorithm 2 and its third-order extension). The adaptive
+steps (multistep 2M/3M, Lu et al. 2022b Algorithm 2 and the official code's third-order extension, whose
+``D_2`` is half the Taylor estimate: see :meth:`DPMSolver.multistep`). The adaptive
 version pairs orders 1-2 or 2-3 on the same evaluations and controls the step with their difference
 (Lu et al. 2022, Algorithm 4-5).
 """
@@ -37,8 +38,11 @@ __all__ = ["DPMSolver", "METHODS", "PREDICTIONS", "singlestep_orders"]
 
 METHODS = ("multistep", "singlestep", "adaptive")
 PREDICTIONS = ("data", "noise")
-#: below this many steps, ``lower_order_final`` lowers the order of the last multistep steps
-LOWER_ORDER_FINAL_BELOW = 15
+#: multistep order -> below this many steps ``lower_order_final`` lowers the order of the last steps. Measured
+#: on the 64-d Gaussian-mixture oracle (VP, sub-VP, VE; benchmarks/fast_samplers.py): 2M gains from it up to
+#: 14 steps (1-8%); 3M only at 5 steps (0.5-0.7x the error without it), while from 6 to 9 steps it costs
+#: 1.1-1.5x (the official code lowers 3M below 10 steps)
+LOWER_ORDER_FINAL_BELOW = {1: 0, 2: 15, 3: 6}
 
 
 def phi_1(h: float) -> float:
@@ -82,8 +86,8 @@ class DPMSolver(Sampler):
             or ``adaptive`` (error-controlled step size).
         prediction: ``data`` (DPM-Solver++) or ``noise`` (DPM-Solver).
         time_grid: ``logsnr`` (uniform in ``lambda``), ``time_uniform`` or ``time_quadratic``.
-        lower_order_final: multistep below 15 steps: the last steps use order ``min(order, steps left)``
-            (stabilises very few steps; beyond, full order keeps the convergence order).
+        lower_order_final: multistep 2M below 15 steps, 3M below 6: the last steps use order
+            ``min(order, steps left)`` (more accurate at so few steps, see ``LOWER_ORDER_FINAL_BELOW``).
         denoise_to_zero: finish with one Tweedie denoising step at ``eps`` (the base's ``denoise``).
         rtol, atol: tolerances of ``adaptive`` (Lu et al.: 0.05 and 0.0078 for data in [-1, 1]).
         h_init, theta: initial step in ``lambda`` and safety factor of ``adaptive``.
@@ -92,6 +96,9 @@ class DPMSolver(Sampler):
     ``adaptive`` shares its step sizes across the batch (the worst sample's error decides), like the
     probability-flow ODE: a sample equals its single-sample solve within the tolerances only.
     """
+
+    #: order -> the steps below which ``lower_order_final`` applies (see ``LOWER_ORDER_FINAL_BELOW``)
+    lower_order_final_below: dict[int, int] = LOWER_ORDER_FINAL_BELOW
 
     def __init__(self, steps: int = 20, order: int = 2, method: str = "multistep", prediction: str = "data",
                  time_grid: str = "logsnr", lower_order_final: bool = True, denoise_to_zero: bool = False,
@@ -159,8 +166,23 @@ class DPMSolver(Sampler):
 
     @staticmethod
     def multistep(x, history, nt: Node, order: int):
-        """Multistep update of ``order`` from the last ``order`` (node, prediction) pairs, newest last:
-        ``D_1``, ``D_2`` from divided differences with ``r_k = h_k / h``."""
+        """Multistep update of ``order`` from the last ``order`` (node, prediction) pairs, newest last,
+        with ``r_k = h_k / h`` and the divided differences ``D1_0 = (M_0 - M_1) / r0``,
+        ``D1_1 = (M_1 - M_2) / r1``.
+
+        Order 3: ``D_1 = D1_0 + r0 (D1_0 - D1_1) / (r0 + r1)`` is ``h M'`` to ``O(h^3)``, and
+        ``D1_0 - D1_1 = (r0 + r1) h^2 M'' / 2 + O(h^3)``, so Taylor's third-order term ``phi_3(h) h^2 M''``
+        takes ``D_2 = 2 (D1_0 - D1_1) / (r0 + r1)`` (exact integration of the quadratic through the three
+        predictions, global order 3). The update takes the official code's ``D_2 = (D1_0 - D1_1) /
+        (r0 + r1)``, half of it (global order 2: measured 2.2-2.4 from 80 to 640 steps), because it is the
+        more accurate one at the budgets these solvers are for: against the float64 probability flow at
+        ``eps`` on the 64-d Gaussian-mixture oracle, Taylor's term (with the same order schedule) had
+        1.03-1.20x this error from 5 to 30 evaluations on VP and VE and 1.09-1.17x on sub-VP except
+        0.89-0.98x at 10-12; 0.95-1.05x at 50. On the 2-d oracle of the tests 1.0-2.9x at 10 and 20
+        evaluations; on the main job's digits model (1,000 steps, float64) 1.14-1.54x at 5-20 and 1.04x
+        at 50 (benchmarks/results/fast_samplers_accuracy). Scaling the
+        term by any ``w`` in ``[0.4, 0.6]``, or by ``1 / (1 + |h|)`` (order 3 again), changed the 64-d errors
+        by less than 5% either way."""
         (n0, m0) = history[-1]
         h = nt.l - n0.l
         if order == 1:
@@ -174,7 +196,7 @@ class DPMSolver(Sampler):
         r1 = (n1.l - n2.l) / h
         d1_1 = (m1 - m2) / r1
         d_1 = d1_0 + (d1_0 - d1_1) * (r0 / (r0 + r1))
-        d_2 = (d1_0 - d1_1) * (2.0 / (r0 + r1))
+        d_2 = (d1_0 - d1_1) / (r0 + r1)
         return x * (nt.a / n0.a) - (m0 * phi_1(h) + d_1 * phi_2(h) + d_2 * phi_3(h)) * nt.b
 
     # --- sampling ------------------------------------------------------------------------------
@@ -189,25 +211,18 @@ class DPMSolver(Sampler):
         return run[self.method](model, score, sde, x, eps)
 
     def _multistep(self, model, counter, sde, x, eps):
-        """2M/3M on ``intervals`` steps. The first step has one prediction only: order 1 for 2M (its
-        local error ``O(h^2)`` keeps the global order 2); for 3M from 15 steps on a DPM-Solver-2 step,
-        one evaluation more, taken from the budget (a first-order start would leave 3M of global order
-        2). Below 15 steps 3M starts with order 1 as the papers' code (measured on the digits model at
-        5-10 evaluations: more accurate than the DPM-Solver-2 start, whose first interval is longer)."""
-        start_order = 2 if self.order == 3 and self.steps >= LOWER_ORDER_FINAL_BELOW else 1
-        intervals = self.steps - (start_order - 1)
-        nodes = [self._node(sde, t) for t in time_steps(sde, self.time_grid, intervals, sde.T, eps)]
+        """2M/3M on ``steps`` intervals, one evaluation each. The order rises by one per step from 1 (one
+        prediction more each step); with ``lower_order_final`` below ``LOWER_ORDER_FINAL_BELOW`` steps the
+        last steps use order ``min(order, steps left)``."""
+        nodes = [self._node(sde, t) for t in time_steps(sde, self.time_grid, self.steps, sde.T, eps)]
         history = [(nodes[0], model(x, nodes[0]))]
-        for i in range(1, intervals + 1):
+        for i in range(1, self.steps + 1):
             counter.step = i
-            order = start_order if i == 1 else min(self.order, i)  # warm-up: fewer predictions to use
-            if self.lower_order_final and self.steps < LOWER_ORDER_FINAL_BELOW:
-                order = min(order, intervals + 1 - i)
-            if i == 1 and order == 2:
-                x = self.singlestep_2(model, sde, x, nodes[0], nodes[1], history[0][1])
-            else:
-                x = self.multistep(x, history, nodes[i], order)
-            if i < intervals:
+            order = min(self.order, i)  # warm-up: fewer predictions to use
+            if self.lower_order_final and self.steps < self.lower_order_final_below[self.order]:
+                order = min(order, self.steps + 1 - i)
+            x = self.multistep(x, history, nodes[i], order)
+            if i < self.steps:
                 history = history[-2:] + [(nodes[i], model(x, nodes[i]))]
         return x
 

@@ -28,6 +28,8 @@ from .settings import LikelihoodSettings
 __all__ = [
     "SEED_STRIDE",
     "ConfigError",
+    "Terminated",
+    "check_batch_fits_data",
     "check_keys",
     "config_errors",
     "data_info",
@@ -37,7 +39,9 @@ __all__ = [
     "score_model_from_config",
     "sde_from_config",
     "set_threads",
+    "show_progress",
     "solver_from_config",
+    "terminate_like_ctrl_c",
     "validate_config",
     "write_json",
 ]
@@ -50,6 +54,30 @@ SEED_STRIDE = 1_000_000
 
 class ConfigError(ValueError):
     """An invalid config value (the message names the key)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler ending the job), raised by the handler that
+    :func:`terminate_like_ctrl_c` installs: the run stops as on Ctrl-C (exit status 1, where the last
+    checkpoint is and how to resume) instead of Lightning's silent exit with status 0."""
+
+
+def terminate_like_ctrl_c() -> bool:
+    """Make SIGTERM raise :class:`Terminated` -- only where SIGTERM has its default action (under
+    submitit, which handles SIGTERM and requeues on SIGUSR2 itself, nothing changes); True if installed."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return False
+
+    def raise_terminated(signum, frame):
+        raise Terminated(f"terminated (signal {signum}, SIGTERM)")
+
+    signal.signal(signal.SIGTERM, raise_terminated)
+    return True
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -160,6 +188,23 @@ def check_global_batch(cfg: DictConfig) -> None:
                 per_process_batch_size(value, world, key)
             except ValueError as err:
                 raise ConfigError(f"invalid configuration:\n  {err}") from None
+
+
+def show_progress(cfg: DictConfig) -> bool:
+    """Whether the run shows progress bars: ``progress_bar_refresh_rate`` > 0 (0 silences every bar: training,
+    sampling, likelihood)."""
+    return int(_get(cfg, "progress_bar_refresh_rate", 20) or 0) > 0
+
+
+def check_batch_fits_data(dm) -> None:
+    """A training batch larger than the training split is an error (each step would silently see only the
+    whole split, a smaller batch than configured)."""
+    n = dm.num_examples("train")
+    if int(dm.batch_size) > n:
+        raise ConfigError(
+            f"invalid configuration:\n  data.batch_size={dm.batch_size} is larger than the training split "
+            f"({n} examples); use data.batch_size <= {n} or more training data"
+        )
 
 
 def output_dir(cfg: DictConfig) -> Path:

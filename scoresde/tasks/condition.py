@@ -1,10 +1,12 @@
-"""Controllable generation in the app (``condition=class|cfg|inpaint|colorize`` with ``task=sample`` and
-``task=evaluate``): the config group ``conf/condition/`` picks what to condition on;
+"""Controllable generation in the app (``condition=class|cfg|inpaint|colorize`` and the restorations with
+``task=sample`` and ``task=evaluate``): the config group ``conf/condition/`` picks what to condition on;
 :mod:`scoresde.conditional` does the math.
 
 * ``class``: classifier guidance with a noise-conditional classifier from ``task=train_classifier``
   (``condition.classifier=<run dir>/classifier.pt``); one row of ``per_class`` samples per label.
 * ``cfg``: classifier-free guidance of a class-conditional score model (``model.num_classes=K``).
+* ``superres`` / ``deblur`` / ``denoise`` / ``sdedit``, and ``inpaint`` / ``colorize`` with ``sigma_y > 0``
+  or a restoration method: restoration of linear measurements (:mod:`scoresde.tasks.restore`).
 * ``inpaint`` / ``colorize``: the first ``num_images`` images of the data's test split with a mask
   preset (``half``: bottom half unknown, ``center``: the centre square unknown, ``random``: pixels known
   at ``rate``) or a mask file (``.pt``/``.npy``, True where known, ``(H, W)`` or ``(C, H, W)``);
@@ -24,7 +26,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
 
@@ -44,50 +45,25 @@ from scoresde.train.distributed import is_global_zero
 from scoresde.train.images import save_samples_png
 
 from .common import ConfigError, datamodule_from_config, per_item_seeds
+from .condition_inputs import make_mask, test_images, values_of
+from .restore import is_restoration, run_restoration
 
 __all__ = [
     "KINDS", "checked_condition", "complete", "completion_errors", "completion_grid", "guidance",
     "guidance_scales", "imputation_setup", "make_mask", "run_condition", "save_condition", "test_images",
+    "values_of",
 ]
 
 log = logging.getLogger(__name__)
 
-KINDS = ("none", "class", "cfg", "inpaint", "colorize")
-MASK_PRESETS = ("half", "center", "random")
-
-
-def make_mask(spec: str, shape: tuple[int, ...], rate: float = 0.5, seed: int = 0) -> torch.Tensor:
-    """A bool mask (True where known) broadcastable to images of ``shape = (C, H, W)``: a preset or a file."""
-    c, h, w = shape
-    if spec == "half":
-        mask = torch.zeros(1, h, w, dtype=torch.bool)
-        mask[:, : h // 2] = True
-        return mask
-    if spec == "center":
-        mask = torch.ones(1, h, w, dtype=torch.bool)
-        mask[:, h // 4: h // 4 + h // 2, w // 4: w // 4 + w // 2] = False
-        return mask
-    if spec == "random":
-        if not 0 < float(rate) < 1:
-            raise ConfigError(f"condition.rate={rate}: the fraction of known pixels must lie in (0, 1)")
-        return torch.rand(1, h, w, generator=torch.Generator().manual_seed(int(seed))) < float(rate)
-    path = Path(str(spec)).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"condition.mask={spec!r}: neither a preset ({', '.join(MASK_PRESETS)}) "
-                          "nor a mask file")
-    mask = torch.as_tensor(np.load(path) if path.suffix == ".npy" else torch.load(path, weights_only=True))
-    if tuple(mask.shape) not in ((h, w), (c, h, w), (1, h, w)):
-        raise ConfigError(f"condition.mask={spec}: a mask of shape {tuple(mask.shape)} does not fit the "
-                          f"data; expected (H, W) = ({h}, {w}) or (C, H, W) = ({c}, {h}, {w}), "
-                          "True where known")
-    return mask.bool().reshape(-1, h, w)
-
-
+KINDS = ("none", "class", "cfg", "inpaint", "colorize", "superres", "deblur", "denoise", "sdedit")
 def run_condition(cfg: DictConfig, model, solver, run_dir: Path) -> dict[str, Any]:
     """Conditional sampling (``task=sample``) per ``cfg.condition`` with the checkpoint's ``model``;
     returns its metrics."""
     cond, kind = checked_condition(cfg, model)
-    if kind in ("class", "cfg"):
+    if is_restoration(cond, kind):
+        x, rows, extra = run_restoration(cfg, cond, kind, model, solver, run_dir)
+    elif kind in ("class", "cfg"):
         x, rows, extra = _guided(cfg, cond, kind, model, solver)
     else:
         x, rows, extra = _inverse(cfg, cond, kind, model, solver)
@@ -120,18 +96,9 @@ def save_condition(x, rows: int, cond, tensors: dict[str, Any], model, run_dir: 
     return {"files": {"png": str(png), "pt": str(pt)}}
 
 
-def _values(cond, key: str, many: bool) -> list[Any]:
-    """``condition.<key>`` as a list: one value, or (``task=evaluate``) a list of them."""
-    value = cond[key]
-    values = list(value) if isinstance(value, list | tuple) else [value]
-    if not values or (len(values) > 1 and not many):
-        raise ConfigError(f"condition.{key}={value}: task=sample takes one value (lists: task=evaluate)")
-    return values
-
-
 def guidance_scales(cond, many: bool) -> list[float]:
     """The guidance scales of ``condition.scale`` (each >= 0; a list only when ``many``)."""
-    scales = [float(w) for w in _values(cond, "scale", many)]
+    scales = [float(w) for w in values_of(cond, "scale", many)]
     if any(not w >= 0 for w in scales):
         raise ConfigError(f"condition.scale={cond['scale']}: guidance scales must be >= 0")
     return scales
@@ -190,11 +157,12 @@ def _guided(cfg, cond, kind, model, solver):
 
 def imputation_setup(cfg, cond, kind, model, solver, many: bool):
     """The checked methods, the channel transform (colorization) or None, the mask and the data module."""
-    methods = [str(m) for m in _values(cond, "method", many)]
+    methods = [str(m) for m in values_of(cond, "method", many)]
     for method in methods:
         if method not in IMPUTATION_METHODS:
             raise ConfigError(f"condition.method={method!r}: valid methods are "
-                              f"{', '.join(IMPUTATION_METHODS)}")
+                              f"{', '.join(IMPUTATION_METHODS)} (imputation of exact values) and dps, pigdm, "
+                              "sdedit, pinv (restoration; with condition.sigma_y > 0 smc too)")
         if method == "smc" and isinstance(solver, ProbabilityFlowODE):
             raise ConfigError("condition.method=smc needs a stochastic sampler: solver=em or solver=pc")
     shape = tuple(model.data_shape)
@@ -212,16 +180,6 @@ def imputation_setup(cfg, cond, kind, model, solver, many: bool):
         raise ConfigError(f"data={cfg.data.get('name', '?')} has shape {tuple(dm.shape)} but the model was "
                           f"trained on {shape}")
     return methods, transform, mask.to(model.device), dm
-
-
-def test_images(dm, n: int, device) -> torch.Tensor:
-    """The first ``n`` test images in model space, as the test loader gives them."""
-    images = []
-    for batch in dm.test_dataloader():
-        images.append(batch[0] if isinstance(batch, list | tuple) else batch)
-        if sum(len(b) for b in images) >= n:
-            break
-    return torch.cat(images)[:n].to(device)
 
 
 def complete(cond, method, model, solver, originals, per_image, mask, transform, seeds, batch_size):

@@ -1,4 +1,5 @@
-"""``task=evaluate`` with ``condition=class|cfg|inpaint|colorize`` (the conditional building blocks:
+"""``task=evaluate`` with ``condition=class|cfg|inpaint|colorize|superres|deblur|denoise|sdedit`` (the
+conditional building blocks:
 :mod:`scoresde.tasks.condition`; the metrics: :mod:`scoresde.tasks.quality`).
 
 Each of the ``task.seed_sets`` seed sets holds
@@ -16,6 +17,9 @@ Each of the ``task.seed_sets`` seed sets holds
   the decoupled space for colorization), the largest deviation of the known coordinates from the
   observation (0 for inpainting; rounding, ~1e-7, through ``U^T`` for colorization) and FID/KID of the
   completions against the test split.
+
+* ``superres`` / ``deblur`` / ``denoise`` / ``sdedit`` (and noisy ``inpaint`` / ``colorize``):
+  :func:`~scoresde.tasks.restore.evaluate_restoration` (PSNR, SSIM, measurement consistency, FD/KID).
 
 Every value is reported per seed set with its mean and standard deviation.
 
@@ -49,6 +53,7 @@ from .condition import (
     test_images,
 )
 from .quality import evaluation_seed_sets, feature_network, image_quality, split_images, spread_dict
+from .restore import evaluate_restoration, is_restoration
 from .sample import generate
 
 __all__ = ["evaluate_condition"]
@@ -69,7 +74,9 @@ def evaluate_condition(
         raise ConfigError("condition=... with task=evaluate draws task.seed_sets seed sets of num_samples; "
                           "drop sample_seeds")
     extractor = feature_network(ecfg, dm)  # a missing network or weights: an error before any sampling
-    if kind in ("class", "cfg"):
+    if is_restoration(cond, kind):
+        x, rows, extra = evaluate_restoration(cfg, ecfg, cond, kind, model, solver, dm, extractor)
+    elif kind in ("class", "cfg"):
         x, rows, extra = _evaluate_guided(cfg, ecfg, cond, kind, model, solver, dm, extractor)
     else:
         x, rows, extra = _evaluate_inverse(cfg, ecfg, cond, kind, model, solver, dm, extractor)

@@ -38,17 +38,24 @@ from scoresde.train.build import plain
 from scoresde.train.distributed import is_global_zero
 from scoresde.train.summaries import log_results
 
-from .common import ConfigError, check_keys, solver_from_config, write_json
+from .common import ConfigError, check_keys, show_progress, solver_from_config, write_json
 from .condition_evaluate import evaluate_condition
 from .launch import start_from_checkpoint
 from .likelihood import LikelihoodSettings, evaluate_likelihood
-from .quality import evaluation_seed_sets, feature_network, image_quality, split_images, spread_dict
+from .quality import (
+    evaluation_seed_sets,
+    external_reference,
+    feature_network,
+    image_quality,
+    split_images,
+    spread_dict,
+)
 from .sample import generate, save_samples
 from .trainer import build_loggers
 
 __all__ = [
-    "compare_to", "evaluation_seed_sets", "feature_network", "image_quality", "run_evaluate",
-    "split_images", "toy_quality",
+    "check_evaluation_inputs", "compare_to", "evaluation_seed_sets", "feature_network", "image_quality",
+    "read_compare_to", "run_evaluate", "split_images", "toy_quality",
 ]
 
 log = logging.getLogger(__name__)
@@ -92,18 +99,46 @@ def toy_quality(
     }
 
 
-def compare_to(metrics: dict[str, Any], other_path: str | Path, num_std: float = 1.0) -> dict[str, Any]:
-    """For each metric with a spread in both runs: the difference, the spread of the difference and whether
-    the difference is within it (then the two results cannot be ranked)."""
-    path = Path(other_path).expanduser()
+def read_compare_to(path: str | Path) -> dict[str, Any]:
+    """The metrics of ``task.compare_to`` (another evaluate run's ``metrics.json``); a :class:`ConfigError`
+    when the file is missing or not such a file."""
+    path = Path(path).expanduser()
     try:
         other = json.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(
             f"task.compare_to: no such file {path} (give the metrics.json of an evaluate run)"
         ) from None
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"task.compare_to: {path} is not valid JSON ({err})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"task.compare_to: {path} is not a readable JSON file ({err})") from None
+    if not isinstance(other, dict) or "quality" not in other:
+        raise ConfigError(f"task.compare_to: {path} holds no 'quality' results (give the metrics.json of an "
+                          "evaluate run)")
+    return other
+
+
+def check_evaluation_inputs(ecfg: dict[str, Any], dm: Any) -> Any:
+    """The files ``task=evaluate`` reads after sampling, checked before the first score evaluation:
+    ``task.compare_to`` and ``task.reference_stats`` (readable, FID keys, the feature network's width).
+    Returns the feature network for image data (built once), None for continuous data."""
+    if ecfg.get("compare_to"):
+        read_compare_to(ecfg["compare_to"])
+    if not dm.is_discrete:
+        if ecfg.get("reference_stats"):
+            raise ConfigError(f"task.reference_stats is for image data; data={dm.name} is scored by sliced "
+                              "W2 and MMD against fresh draws: drop task.reference_stats")
+        return None
+    extractor = feature_network(ecfg, dm)
+    if ecfg.get("reference_stats"):
+        external_reference(ecfg["reference_stats"], extractor, int(extractor.num_features))
+    return extractor
+
+
+def compare_to(metrics: dict[str, Any], other_path: str | Path, num_std: float = 1.0) -> dict[str, Any]:
+    """For each metric with a spread in both runs: the difference, the spread of the difference and whether
+    the difference is within it (then the two results cannot be ranked)."""
+    path = Path(other_path).expanduser()
+    other = read_compare_to(path)
     out: dict[str, Any] = {"other": str(path)}
     for key in ("fid", "kid", "inception_score", "sliced_w2", "mmd"):
         a, b = metrics.get("quality", {}).get(key), other.get("quality", {}).get(key)
@@ -135,6 +170,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
     seed_sets = evaluation_seed_sets(
         int(ecfg["seed_sets"]), int(cfg.num_samples), int(cfg.seed), cfg.sample_seeds
     )
+    extractor = check_evaluation_inputs(ecfg, dm)  # before hours of sampling
     seeds = [s for group in seed_sets for s in group]
     log.info(
         "evaluating %s: %d seed set(s) of %d samples with %r",
@@ -143,7 +179,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
         len(seed_sets[0]),
         solver,
     )
-    x, stats = generate(model, solver, seeds, int(cfg.sample_batch_size), progress=True)
+    x, stats = generate(model, solver, seeds, int(cfg.sample_batch_size), progress=show_progress(cfg))
     hp = model.hparams
     levels, data_range = hp.levels, tuple(hp.data_range)
     bounds = [0]
@@ -152,9 +188,8 @@ def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
     sets = [x[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
     lik = None
     if ecfg.get("likelihood", True):
-        lik, _ = evaluate_likelihood(
-            model, dm, LikelihoodSettings.from_config(cfg.likelihood), int(cfg.seed), progress=True
-        )
+        lik, _ = evaluate_likelihood(model, dm, LikelihoodSettings.from_config(cfg.likelihood), int(cfg.seed),
+                                     progress=show_progress(cfg))
     metrics: dict[str, Any] = {
         "task": "evaluate",
         "ckpt_path": str(cfg.ckpt_path),
@@ -165,7 +200,7 @@ def run_evaluate(cfg: DictConfig) -> dict[str, Any]:
         return metrics
     if dm.is_discrete:
         metrics["quality"] = image_quality(
-            sets, dm, ecfg, levels=levels, data_range=data_range, seed=int(cfg.seed)
+            sets, dm, ecfg, levels=levels, data_range=data_range, seed=int(cfg.seed), extractor=extractor
         )
     else:
         metrics["quality"] = toy_quality(sets, dm, seed=int(cfg.seed))

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from scoresde.train import CheckpointError, ScoreModel
 from scoresde.train.build import adapt_network_config, instantiate, plain
-from scoresde.train.checkpoint import MODEL_KEYS, check_same_config, load_checkpoint
+from scoresde.train.checkpoint import MODEL_KEYS, check_same_config, load_checkpoint, parse_ckpt_path
 from scoresde.train.distributed import local_rank, rank_and_world
 
 from .common import (
@@ -29,6 +29,7 @@ from .common import (
 )
 from .model_files import load_model_file
 from .paths import export_paths
+from .record import write_run_record
 from .rundir import check_writable, is_secondary_process, task_output_dir
 
 __all__ = [
@@ -73,10 +74,17 @@ def launch_processes(cfg: DictConfig) -> Any:
 
 def device_of(cfg: DictConfig) -> torch.device:
     """The device this process computes on (``cuda:<local rank>`` for GPU presets, else the CPU; the local
-    rank, not the global one, so that every node of a multi-node job uses its own GPUs from 0)."""
+    rank, not the global one, so that every node of a multi-node job uses its own GPUs from 0). A GPU preset
+    on a machine without one: training is refused (a clear error), a task on a trained model (sample,
+    likelihood, evaluate) runs on the CPU with a warning."""
     accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="cpu"))
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
+            if str(cfg.task.name) not in ("train", "train_classifier"):
+                log.warning("trainer.accelerator=%s but no CUDA device is available: task=%s runs on the "
+                            "CPU (slow for CIFAR-10 networks; add trainer=cpu to silence this)",
+                            accelerator, cfg.task.name)
+                return torch.device("cpu")
             raise ConfigError(
                 f"trainer.accelerator={accelerator} but no CUDA device is available; use trainer=cpu"
             )
@@ -89,14 +97,15 @@ def checkpoint_model(cfg: DictConfig) -> ScoreModel:
     :class:`CheckpointError` listing the differences when a model setting given on the command line
     (:func:`given_model_settings`) differs from the checkpoint's (see :mod:`scoresde.tasks.model_files`
     for the kinds of file)."""
-    if cfg.ckpt_path is None or str(cfg.ckpt_path) == "auto":  # auto: training's resume mode
+    spec = parse_ckpt_path(cfg.ckpt_path)
+    if spec.kind in ("none", "auto"):  # auto: training's resume mode
         raise ConfigError(f"task={cfg.task.name} needs a trained model: ckpt_path=/path/to/last.ckpt")
-    path = Path(str(cfg.ckpt_path)).expanduser()
-    if str(cfg.ckpt_path) == "last" and not path.is_file():
+    if spec.kind == "last":
         raise ConfigError(
             f"task={cfg.task.name} takes the checkpoint file itself: "
             "ckpt_path=<training run directory>/checkpoints/last.ckpt (ckpt_path=last resumes training)"
         )
+    path = spec.file
     if not path.is_file() and not path.is_dir():  # a folder: a diffusers model (model=diffusers)
         raise CheckpointError(f"checkpoint file not found: {path}")
     if path.suffix == ".ckpt":  # scoresde's own checkpoint: the model settings given must match it
@@ -162,9 +171,10 @@ def start_from_checkpoint(cfg: DictConfig, load_data: bool = True) -> tuple[Path
     else:
         with config_errors("data"):
             dm = instantiate(cfg.data)
-    official = Path(str(cfg.ckpt_path)).suffix == ".pth"  # its data shape comes from the configured network
+    official = parse_ckpt_path(cfg.ckpt_path).file.suffix == ".pth"  # data shape: the configured network's
     if load_data or not official:
         check_data_matches(model, dm, str(cfg.ckpt_path))
+    write_run_record(cfg)  # Hydra's record and run.log: only now that the checks have passed
     return run_dir, model, dm
 
 

@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from tqdm.auto import tqdm
 
 from scoresde.train import ScoreModel
 from scoresde.train.distributed import chunks, gather_objects, is_global_zero, map_sharded, stack_in_order
+from scoresde.train.progress import progress_bar
 
-from .common import per_item_seeds, write_json
+from .common import per_item_seeds, show_progress, write_json
 from .launch import start_from_checkpoint
 from .settings import LikelihoodSettings
 
@@ -58,10 +58,10 @@ def evaluate_likelihood(
     def work(mine: list[int]) -> dict[int, torch.Tensor]:
         out: dict[int, torch.Tensor] = {}
         batches = chunks(mine, int(lcfg.batch_size))
-        for batch in tqdm(
+        for batch in progress_bar(
             batches,
             desc=f"likelihood ({lcfg.split})",
-            disable=not (progress and is_global_zero()),
+            enabled=progress and is_global_zero(),
             leave=False,
         ):
             x = data[batch].to(model.device)
@@ -106,8 +106,8 @@ def evaluate_bound(model: ScoreModel, data: torch.Tensor, seeds: list[int], lcfg
 
     def work(mine: list[int]) -> dict[int, torch.Tensor]:
         out: dict[int, torch.Tensor] = {}
-        for batch in tqdm(chunks(mine, int(lcfg.batch_size)), desc=f"bound ({lcfg.split})",
-                          disable=not (progress and is_global_zero()), leave=False):
+        for batch in progress_bar(chunks(mine, int(lcfg.batch_size)), desc=f"bound ({lcfg.split})",
+                                  enabled=progress and is_global_zero(), leave=False):
             x = data[batch].to(model.device)
             s = [seeds[i] for i in batch]
             if model.is_discrete:
@@ -159,7 +159,7 @@ def run_likelihood(cfg: DictConfig) -> dict[str, Any]:
     """Bits/dim (or NLL) of ``likelihood.split`` under ``ckpt_path``."""
     run_dir, model, dm = start_from_checkpoint(cfg)
     settings = LikelihoodSettings.from_config(cfg.likelihood)
-    summary, values = evaluate_likelihood(model, dm, settings, int(cfg.seed), progress=True)
+    summary, values = evaluate_likelihood(model, dm, settings, int(cfg.seed), progress=show_progress(cfg))
     metrics = {"task": "likelihood", "ckpt_path": str(cfg.ckpt_path), "likelihood": summary}
     write_json(run_dir / "metrics.json", metrics)
     if is_global_zero():

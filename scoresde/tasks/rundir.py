@@ -6,6 +6,7 @@
   results writes into a fresh subfolder (``<dir>/sample``, ``<dir>/sample-2``, ...).
 * The directories a run writes are checked for writing before any long work starts.
 * Temporary files left by a save that was killed (``kill -9``) are removed when the run starts again.
+* One training run at a time per directory (a lock file): a second one started at once is refused.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ __all__ = [
     "check_writable",
     "claim_for_training",
     "is_secondary_process",
+    "lock_run_dir",
     "remove_stale_temporaries",
     "results_in",
     "task_output_dir",
+    "unlock_run_dir",
 ]
 
 log = logging.getLogger(__name__)
@@ -108,6 +111,35 @@ def claim_for_training(run_dir: Path, resume: str | None) -> None:
             f"the run directory {run_dir} already holds the results of another run ({', '.join(found)}); "
             "train into a new directory (drop hydra.run.dir, or hydra.run.dir=<new dir>)"
         )
+
+
+#: the lock file a training run holds in its run directory while it runs
+LOCK_FILE = ".scoresde.lock"
+
+
+def lock_run_dir(run_dir: Path) -> int:
+    """Take the run directory for this process (an exclusive ``flock`` on ``<run_dir>/.scoresde.lock``,
+    which the OS releases when the process ends, ``kill -9`` included); a :class:`ConfigError` if another
+    run holds it (two runs started at once in one directory). Returns the lock's file descriptor for
+    :func:`unlock_run_dir`. The file is never written, so a refused run changes nothing."""
+    import fcntl
+
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise ConfigError(
+            f"the run directory {run_dir} is in use by another run that is training now; wait for it to end "
+            "(then continue it with ckpt_path=last) or train in another directory (hydra.run.dir=<new dir>)"
+        ) from None
+    return fd
+
+
+def unlock_run_dir(fd: int | None) -> None:
+    """Give the run directory back (:func:`lock_run_dir`)."""
+    if fd is not None:
+        os.close(fd)
 
 
 def remove_stale_temporaries(ckpt_dir: Path) -> list[Path]:

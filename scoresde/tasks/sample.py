@@ -1,8 +1,9 @@
 """``task=sample``: draw samples from a checkpoint's EMA weights; also used after training.
 
-Sample ``i`` is drawn from its own seed (``seed * SEED_STRIDE + i``, or ``sample_seeds[i]``); with a
-sampler that draws each example on its own (EM, PC; the ODE with ``per_example=true``) it is the same
-whatever the batch size or the number of processes. Under several processes the samples are sharded
+Sample ``i`` is drawn from its own seed (``seed * SEED_STRIDE + i``, or ``sample_seeds[i]``). With the ODE
+and ``per_example=true`` it is the same bit for bit whatever the batch size or the number of processes;
+with EM and PC (noise from the sample's own seed) up to the float rounding of the network's batched matrix
+products, which differs with the number of rows (docs/app.md). Under several processes the samples are sharded
 across ranks and gathered on every rank, and rank 0 writes the files.
 """
 
@@ -17,14 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from tqdm.auto import tqdm
 
 from scoresde.evaluation.samples import write_samples_folder, write_samples_npz
 from scoresde.train import ScoreModel
 from scoresde.train.distributed import chunks, gather_objects, is_global_zero, map_sharded, stack_in_order
 from scoresde.train.images import save_samples_png
+from scoresde.train.progress import on_terminal, progress_bar
 
-from .common import ConfigError, per_item_seeds, solver_from_config, write_json
+from .common import ConfigError, per_item_seeds, show_progress, solver_from_config, write_json
 from .launch import start_from_checkpoint
 
 __all__ = ["generate", "run_sample", "save_samples"]
@@ -50,7 +51,7 @@ def generate(
         out: dict[int, torch.Tensor] = {}
         batches = chunks(mine, batch_size)
         show = progress and is_global_zero()
-        for batch in tqdm(batches, desc="sampling", disable=not show or len(batches) < 2, leave=False):
+        for batch in progress_bar(batches, desc="sampling", enabled=show and len(batches) > 1, leave=False):
             with torch.no_grad():
                 x = solver.sample(
                     model.score_fn if score_for is None else score_for(batch),
@@ -58,7 +59,7 @@ def generate(
                     (len(batch), *shape),
                     seeds=[seeds[i] for i in batch],
                     device=model.device,
-                    progress=show,
+                    progress=show and on_terminal(),  # the solver's per-step bar: on a terminal only
                 )
             nfe.append(int(solver.nfe))
             out.update({i: x[j].cpu() for j, i in enumerate(batch)})
@@ -123,7 +124,7 @@ def run_sample(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("export_png"):
         check_png_export(model, run_dir / "samples")
     log.info("sampling %d with %r from %s", n, solver, cfg.ckpt_path)
-    x, stats = generate(model, solver, seeds, int(cfg.sample_batch_size), progress=True)
+    x, stats = generate(model, solver, seeds, int(cfg.sample_batch_size), progress=show_progress(cfg))
     hp = model.hparams
     paths = save_samples(x, run_dir, levels=hp.levels, data_range=tuple(hp.data_range), seeds=seeds)
     if cfg.get("export_png") and is_global_zero():  # samples/000000.png, ...: the FID tools' folder layout

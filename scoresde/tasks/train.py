@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from scoresde.train import (
     EMA,
@@ -42,26 +42,33 @@ from scoresde.train import (
 from scoresde.train.build import plain
 from scoresde.train.checkpoint import RESUME_KEYS, check_same_config
 from scoresde.train.distributed import is_global_zero, rank_and_world
+from scoresde.train.progress import on_terminal
 from scoresde.train.summaries import log_results
 from scoresde.train.weights import save_weights_safetensors
 
 from .common import (
+    Terminated,
+    check_batch_fits_data,
     config_errors,
     data_info,
     datamodule_from_config,
     per_item_seeds,
     score_model_from_config,
+    show_progress,
     solver_from_config,
     write_json,
 )
 from .launch import device_of, prepare_run
 from .likelihood import LikelihoodSettings, evaluate_likelihood, log_summary
+from .record import write_run_record
 from .rundir import (
     CKPT_DIR,
     check_writable,
     claim_for_training,
     is_secondary_process,
+    lock_run_dir,
     remove_stale_temporaries,
+    unlock_run_dir,
 )
 from .sample import generate, save_samples
 from .trainer import build_trainer
@@ -98,11 +105,12 @@ class TrainingRun:
     trainer: pl.Trainer
     ema: EMA | None
     checkpoint: LastCheckpoint
+    lock: int | None = None  # the run directory's lock (rundir.lock_run_dir), held until the run ends
 
 
 class ResumeHint(pl.Callback):
-    """On Ctrl-C during training (Lightning then exits with status 1): say where the last checkpoint is
-    and how to resume."""
+    """On Ctrl-C or SIGTERM (:class:`~scoresde.tasks.common.Terminated`) during training (Lightning then
+    exits with status 1): say where the last checkpoint is and how to resume."""
 
     def __init__(self, run_dir: Path, ckpt_dir: Path):
         self.run_dir, self.ckpt_dir = run_dir, ckpt_dir
@@ -112,6 +120,7 @@ class ResumeHint(pl.Callback):
     ) -> None:
         if not isinstance(exception, KeyboardInterrupt) or not trainer.is_global_zero:
             return
+        how = "terminated (SIGTERM)" if isinstance(exception, Terminated) else "interrupted"
         last = self.ckpt_dir / "last.ckpt"
         where = (
             f"the last checkpoint is {last}; resume with the same command plus hydra.run.dir={self.run_dir} "
@@ -120,7 +129,7 @@ class ResumeHint(pl.Callback):
             else "no checkpoint was written yet (checkpoint.every_n_steps); start again to train"
         )
         print(
-            f"error: training interrupted at step {trainer.global_step}: {where}", file=sys.stderr, flush=True
+            f"error: training {how} at step {trainer.global_step}: {where}", file=sys.stderr, flush=True
         )
 
 
@@ -173,22 +182,69 @@ class RecordRunSettings(pl.Callback):
         checkpoint["scoresde_run"] = self.settings
 
 
+#: what ``trainer.fast_dev_run`` leaves of the work around the training step (see :func:`smoke_test_config`)
+SMOKE_TEST = {"samples": 4, "examples": 2, "steps": 10, "tolerance": 1e-2, "bound_samples": 2}
+
+
+def smoke_test_config(cfg: DictConfig) -> DictConfig:
+    """With ``trainer.fast_dev_run`` (Lightning: one batch of training and validation, no checkpoint, a
+    run to find bugs) the validation, the sampling and the likelihood around it are smoke tests too: at most
+    :data:`SMOKE_TEST` samples, examples, solver steps, a coarse ODE tolerance. ``cfg`` otherwise."""
+    if not cfg.trainer.get("fast_dev_run"):
+        return cfg
+    cfg = cfg.copy()
+    n, k, steps, tol = (SMOKE_TEST[key] for key in ("samples", "examples", "steps", "tolerance"))
+
+    def cap(key: str, most: float, at_least: bool = False) -> None:
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            OmegaConf.update(cfg, key, max(value, most) if at_least else min(value, most), merge=False)
+
+    for key in ("solver", "validation.solver"):
+        cap(f"{key}.steps", steps)
+        cap(f"{key}.rtol", tol, at_least=True)
+        cap(f"{key}.atol", tol, at_least=True)
+    cap("num_samples", n)
+    cap("validation.num_samples", n)
+    cap("validation.bpd_examples", k)
+    cap("validation.bound_samples", SMOKE_TEST["bound_samples"])
+    cap("likelihood.bound_samples", SMOKE_TEST["bound_samples"])
+    cap("likelihood.rtol", tol, at_least=True)
+    cap("likelihood.atol", tol, at_least=True)
+    OmegaConf.update(cfg, "likelihood.num_examples", min(cfg.likelihood.num_examples or k, k), merge=False)
+    if cfg.sample_seeds is not None:
+        OmegaConf.update(cfg, "sample_seeds", list(cfg.sample_seeds)[:n], merge=False)
+    log.warning("trainer.fast_dev_run: a smoke test (no checkpoint; %d samples, %d likelihood examples, at "
+                "most %d solver steps, ODE tolerance >= %g)", n, k, steps, tol)
+    return cfg
+
+
 def prepare_training(cfg: DictConfig) -> TrainingRun:
     """Build every part of the run (data, model, samplers, likelihood settings, trainer) so that a bad
     setting fails in seconds; check the checkpoint to resume against the configured model; claim the
     run directory and check that its folders can be written."""
+    cfg = smoke_test_config(cfg)
     run_dir = prepare_run(cfg)
+    lock = None if is_secondary_process() else lock_run_dir(run_dir)  # one training run per directory
+    try:
+        return _prepare_training(cfg, run_dir, lock)
+    except BaseException:
+        unlock_run_dir(lock)
+        raise
+
+
+def _prepare_training(cfg: DictConfig, run_dir: Path, lock: int | None) -> TrainingRun:
     ckpt_dir = run_dir / CKPT_DIR
     resume = resolve_ckpt_path(cfg.ckpt_path, ckpt_dir)
     if not is_secondary_process():
         check_writable(ckpt_dir, "checkpoint directory")
         if str(cfg.get("logger", "csv")) != "none":
             check_writable(run_dir / "logs", "log directory")
-        remove_stale_temporaries(ckpt_dir)
         claim_for_training(run_dir, resume)
     device_of(cfg)  # trainer=gpu on a machine without one: a clear error
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm = datamodule_from_config(cfg)
+    check_batch_fits_data(dm)
     info = data_info(dm)
     model = score_model_from_config(cfg, info)
     solver = solver_from_config(cfg) if cfg.task.get("sample", True) else None
@@ -198,11 +254,11 @@ def prepare_training(cfg: DictConfig) -> TrainingRun:
     start = 0
     if resume is not None:
         ckpt = load_checkpoint(resume)
+        # every differing setting in one error (model, SDE, loss, optimizer, seed, EMA, data), then weights
+        recorded = {**ckpt, "hyper_parameters": {**ckpt["hyper_parameters"], **ckpt.get("scoresde_run", {})}}
+        current = {**dict(model.hparams), **(settings if "scoresde_run" in ckpt else {})}
+        check_same_config(recorded, current, (*RESUME_KEYS, "ema", "data"), resume, "the resumed run")
         check_compatible(ckpt, model, resume)
-        check_same_config(ckpt, dict(model.hparams), RESUME_KEYS, resume, "the resumed run")
-        if "scoresde_run" in ckpt:
-            recorded = {"hyper_parameters": ckpt["scoresde_run"]}
-            check_same_config(recorded, settings, ("ema", "data"), resume, "the resumed run")
         start = int(ckpt.get("global_step", 0))
         callbacks.append(ContinueLogs(run_dir / "logs" / "metrics.csv", start))
         log.info("resuming from %s (step %d)", resume, start)
@@ -212,22 +268,31 @@ def prepare_training(cfg: DictConfig) -> TrainingRun:
         if resume is not None and type(logger).__name__ == "TensorBoardLogger" and hasattr(logger, "_kwargs"):
             # TensorBoard drops the interrupted run's events from the checkpoint's step on
             logger._kwargs.setdefault("purge_step", start)
+    if not is_secondary_process():
+        remove_stale_temporaries(ckpt_dir)  # a killed save's leftovers, once the run is accepted
+    write_run_record(cfg)  # Hydra's record and run.log: only now that every check has passed
     return TrainingRun(
-        cfg, run_dir, ckpt_dir, dm, info, model, solver, likelihood, resume, trainer, ema, ckpt_cb
+        cfg, run_dir, ckpt_dir, dm, info, model, solver, likelihood, resume, trainer, ema, ckpt_cb, lock
     )
 
 
 def fit(run: TrainingRun) -> float:
     """``trainer.fit`` (from the checkpoint when resuming); returns the wall time in seconds."""
-    t0 = time.perf_counter()
-    try:
-        if getattr(run.model.net, "num_classes", 0):  # class-conditional: (x, y) batches, label dropout
-            from scoresde.train.classifier import labelled_loader
+    from contextlib import nullcontext
 
-            run.trainer.fit(run.model, train_dataloaders=labelled_loader(run.dm, "train", True),
-                            val_dataloaders=labelled_loader(run.dm, "val", False), ckpt_path=run.resume)
-        else:
-            run.trainer.fit(run.model, datamodule=run.dm, ckpt_path=run.resume)
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    t0 = time.perf_counter()
+    bar_on_terminal = show_progress(run.cfg) and on_terminal()
+    try:  # on a terminal, log lines (validation, ...) go above the bar, not through it
+        with logging_redirect_tqdm() if bar_on_terminal else nullcontext():
+            if getattr(run.model.net, "num_classes", 0):  # class-conditional: (x, y) batches, label dropout
+                from scoresde.train.classifier import labelled_loader
+
+                run.trainer.fit(run.model, train_dataloaders=labelled_loader(run.dm, "train", True),
+                                val_dataloaders=labelled_loader(run.dm, "val", False), ckpt_path=run.resume)
+            else:
+                run.trainer.fit(run.model, datamodule=run.dm, ckpt_path=run.resume)
     except TrainingDivergedError:
         log.error("training diverged; nothing after the last checkpoint was written")
         raise
@@ -310,6 +375,14 @@ def likelihood_after_training(run: TrainingRun, infer: ScoreModel, progress: boo
 def run_train(cfg: DictConfig) -> dict[str, Any]:
     """Train per ``cfg`` and evaluate; returns the metrics written to ``metrics.json``."""
     run = prepare_training(cfg)
+    try:
+        return _train_and_evaluate(run)
+    finally:
+        unlock_run_dir(run.lock)
+
+
+def _train_and_evaluate(run: TrainingRun) -> dict[str, Any]:
+    cfg = run.cfg
     t0 = time.perf_counter()
     train_seconds = fit(run)
     metrics = training_report(run, train_seconds)
@@ -323,7 +396,7 @@ def run_train(cfg: DictConfig) -> dict[str, Any]:
     metrics["weights_safetensors"] = str(run.run_dir / "weights_ema.safetensors")
     if is_global_zero():  # the same weights without pickle, configs in the metadata
         save_weights_safetensors(infer, run.run_dir / "weights_ema.safetensors", run.trainer.global_step)
-    progress = int(cfg.get("progress_bar_refresh_rate", 20) or 0) > 0
+    progress = show_progress(cfg)
     if run.solver is not None:
         metrics.update(sample_after_training(run, infer, progress))
     if run.likelihood is not None:

@@ -20,8 +20,9 @@ from scoresde.train.build import adapt_network_config, plain
 from scoresde.train.checkpoint import resolve_ckpt_path
 from scoresde.train.classifier import ClassifierModel, labelled_loader, save_classifier
 
-from .common import data_info, datamodule_from_config, write_json
+from .common import check_batch_fits_data, data_info, datamodule_from_config, write_json
 from .launch import prepare_run
+from .record import write_run_record
 from .rundir import check_writable, claim_for_training, is_secondary_process, remove_stale_temporaries
 from .trainer import build_trainer
 
@@ -37,10 +38,11 @@ def run_train_classifier(cfg: DictConfig) -> dict[str, Any]:
     resume = resolve_ckpt_path(cfg.ckpt_path, ckpt_dir)
     if not is_secondary_process():  # the same run-directory rules as task=train: nothing is overwritten
         check_writable(ckpt_dir, "checkpoint directory")
-        remove_stale_temporaries(ckpt_dir)
         claim_for_training(run_dir, resume)
+        remove_stale_temporaries(ckpt_dir)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     dm = datamodule_from_config(cfg)
+    check_batch_fits_data(dm)
     info = data_info(dm)
     train_loader, val_loader = labelled_loader(dm, "train", True), labelled_loader(dm, "test", False)
     task = plain(cfg.task)
@@ -49,6 +51,7 @@ def run_train_classifier(cfg: DictConfig) -> dict[str, Any]:
     model = ClassifierModel(net, plain(cfg.sde), lr=task["lr"], weight_decay=task["weight_decay"],
                             warmup_steps=task["warmup_steps"], eps=task["eps"], seed=int(cfg.seed))
     trainer, ema, _ = build_trainer(cfg, run_dir, ckpt_dir)
+    write_run_record(cfg)  # Hydra's record and run.log: only now that the checks have passed
     t0 = time.perf_counter()
     trainer.fit(model, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=resume)
     infer = ema.averaged_module() if ema is not None else model

@@ -9,6 +9,7 @@ optimizer, LR scheduler, loop and callback states needed to resume at the same s
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import tempfile
@@ -26,12 +27,15 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 __all__ = [
     "AtomicCheckpointIO",
     "CheckpointError",
+    "CkptPath",
+    "CheckpointWriteError",
     "LastCheckpoint",
     "check_compatible",
     "check_same_config",
     "config_differences",
     "load_checkpoint",
     "load_score_model",
+    "parse_ckpt_path",
     "resolve_ckpt_path",
 ]
 
@@ -74,22 +78,61 @@ def signals_deferred() -> Iterator[None]:
             saved[signum](signum, frame)
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint (or weights) file could not be written (a full disk, a quota, lost permissions); the
+    previous file of that name is left as it was."""
+
+
+class _WriteErrors:
+    """The file object given to ``torch.save``, keeping the ``OSError`` of a failed write: torch reports
+    it as a ``RuntimeError`` ("unexpected pos ...") without the cause."""
+
+    def __init__(self, f: Any):
+        self.f, self.error = f, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def write_error(path: Path, err: OSError) -> CheckpointWriteError:
+    """``could not write <file>: no space left on device (the last good checkpoint is <file>)``."""
+    reason = (err.strerror or str(err)).lower()
+    if path.suffix == ".ckpt":
+        kept = f"the last good checkpoint is {path}" if path.is_file() else "no checkpoint was written before"
+    else:
+        kept = f"{path} is left as it was" if path.is_file() else f"{path} was not written"
+    return CheckpointWriteError(f"could not write {path}: {reason} ({kept})")
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temporary file in the same directory, fsync, then ``os.replace``: a reader (or
     a crash at any moment) sees the old file or the new one, never a partial one. A signal arriving during
-    the save is handled after it (:func:`signals_deferred`)."""
+    the save is handled after it (:func:`signals_deferred`). A failed write (a full disk) is a
+    :class:`CheckpointWriteError` naming the file and the reason; the old file is kept."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    writer = None
     try:
         with signals_deferred():
             with os.fdopen(fd, "wb") as f:
-                torch.save(obj, f)
+                writer = _WriteErrors(f)
+                torch.save(obj, writer)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        cause = err if isinstance(err, OSError) else getattr(writer, "error", None)
+        if isinstance(cause, OSError) and isinstance(err, OSError | RuntimeError):
+            raise write_error(path, cause) from err
         raise
 
 
@@ -131,16 +174,38 @@ class LastCheckpoint(ModelCheckpoint):
         self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
+@dataclasses.dataclass(frozen=True)
+class CkptPath:
+    """The meaning of a ``ckpt_path`` setting (:func:`parse_ckpt_path`): ``kind`` is ``"none"`` (not set),
+    ``"last"`` (the run directory's ``checkpoints/last.ckpt``, which must exist), ``"auto"`` (that file
+    if it exists, else a fresh start) or ``"file"`` (``file``, a path)."""
+
+    kind: str
+    file: Path | None = None
+
+
+def parse_ckpt_path(value: Any) -> CkptPath:
+    """The one reading of ``ckpt_path``: unset (``None``, ``""``, ``"null"``, ``"None"``), the words ``last``
+    and ``auto``, or a file path (``~`` expanded)."""
+    text = "" if value is None else str(value).strip()
+    if text in ("", "null", "None"):
+        return CkptPath("none")
+    if text in ("last", "auto"):
+        return CkptPath(text)
+    return CkptPath("file", Path(text).expanduser())
+
+
 def resolve_ckpt_path(ckpt_path: str | None, ckpt_dir: str | Path) -> str | None:
-    """``None`` -> ``None``; ``"last"`` -> ``<ckpt_dir>/last.ckpt`` (must exist); ``"auto"`` ->
-    ``<ckpt_dir>/last.ckpt`` if it exists, else ``None`` (a fresh start: what a requeued or resubmitted
-    cluster job needs); a path -> that path (must exist)."""
-    if ckpt_path is None or str(ckpt_path) in ("", "null", "None"):
+    """The checkpoint a training run resumes from (:func:`parse_ckpt_path`): unset -> ``None``; ``last`` ->
+    ``<ckpt_dir>/last.ckpt`` (must exist); ``auto`` -> ``<ckpt_dir>/last.ckpt`` if it exists, else ``None``
+    (a fresh start: what a requeued or resubmitted cluster job needs); a path -> that path (must exist)."""
+    spec = parse_ckpt_path(ckpt_path)
+    if spec.kind == "none":
         return None
-    if str(ckpt_path) == "auto":
+    if spec.kind == "auto":
         path = Path(ckpt_dir) / "last.ckpt"
         return str(path) if path.is_file() else None
-    if str(ckpt_path) == "last":
+    if spec.kind == "last":
         path = Path(ckpt_dir) / "last.ckpt"
         if not path.is_file():
             raise CheckpointError(
@@ -149,10 +214,9 @@ def resolve_ckpt_path(ckpt_path: str | None, ckpt_dir: str | Path) -> str | None
                 "ckpt_path=/path/to/last.ckpt"
             )
         return str(path)
-    path = Path(ckpt_path).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint file not found: {path}")
-    return str(path.resolve())
+    if not spec.file.is_file():
+        raise CheckpointError(f"checkpoint file not found: {spec.file}")
+    return str(spec.file.resolve())
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

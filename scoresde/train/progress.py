@@ -3,18 +3,61 @@
 Lightning's bars restart at every epoch; with short epochs (the digits: 12 batches) a run shows hundreds of
 bars and never how far training is. :class:`StepProgressBar` draws a single tqdm bar over the optimizer
 steps, ``global_step`` out of ``trainer.max_steps`` (from the checkpoint's step after a resume), with
-tqdm's rate and ETA and the latest losses (``train/loss``, ``val/loss``, ``val/bpd``) as a postfix.
+tqdm's rate and ETA and the latest losses (``train/loss``, ``val/loss``, ``val/bpd``) as a postfix. On a log
+(stderr not a terminal) the bars print whole lines instead of carriage-return frames (:func:`progress_bar`).
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterable
 from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks.progress import ProgressBar
 from tqdm.auto import tqdm
 
-__all__ = ["StepProgressBar"]
+__all__ = ["LogLines", "StepProgressBar", "on_terminal", "progress_bar"]
+
+
+def on_terminal() -> bool:
+    """Whether stderr, where the bars go, is a terminal (else a log file or a pipe)."""
+    return sys.stderr.isatty()
+
+
+class _Discard:
+    def write(self, text: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+class LogLines(tqdm):
+    """tqdm for a log (stderr not a terminal): instead of carriage-return frames, one whole line (with the
+    rate, the ETA and the postfix) on stderr per update that advances it by ``every`` or more, and at the
+    end."""
+
+    def __init__(self, *args: Any, every: int = 1, **kwargs: Any) -> None:
+        kwargs.update(file=_Discard(), mininterval=0, dynamic_ncols=False, ncols=100)
+        super().__init__(*args, **kwargs)
+        self.every, self.shown = max(1, int(every)), self.n
+
+    def update(self, n: float = 1) -> bool | None:
+        out = super().update(n)
+        if not self.disable and (
+            self.n - self.shown >= self.every or (self.total and self.shown < self.n >= self.total)
+        ):
+            self.shown = self.n
+            print(str(self), file=sys.stderr, flush=True)
+        return out
+
+
+def progress_bar(iterable: Iterable | None = None, *, enabled: bool = True, **kwargs: Any) -> tqdm:
+    """A tqdm bar on a terminal, :class:`LogLines` on a log; nothing when not ``enabled``."""
+    if enabled and not on_terminal():
+        return LogLines(iterable, **kwargs)
+    return tqdm(iterable, disable=not enabled, **kwargs)
 
 #: logged metrics shown in the bar, with their short names
 SHOWN = {"train/loss": "loss", "val/loss": "val_loss", "val/bpd": "val_bpd"}
@@ -51,14 +94,14 @@ class StepProgressBar(ProgressBar):
         return int(trainer.max_steps) if trainer.max_steps and trainer.max_steps > 0 else None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.bar = tqdm(
+        self.bar = progress_bar(  # on a log: one line per update, i.e. per refresh_rate steps
             total=self.total_steps(trainer),
             initial=int(trainer.global_step),
             desc="training",
             unit="step",
-            dynamic_ncols=True,
-            disable=not (self.is_enabled and trainer.is_global_zero),
+            enabled=self.is_enabled and trainer.is_global_zero,
             smoothing=0.05,
+            **({"dynamic_ncols": True} if on_terminal() else {}),
         )
 
     def on_train_batch_end(
