@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from scoresde.evaluation.plot import save_labelled_grid
 from scoresde.tasks import compose_config, run_task
 
 COMMON = ["threads=2", "progress_bar_refresh_rate=0", "logger=none"]
@@ -80,53 +81,20 @@ def guidance_figure(out: Path, per_scale: int = 4) -> Path:
                             data_range=(-1.0, 1.0), nrow=grid.shape[1])
 
 
-def labelled_grid(png: Path, out: Path, rows: list[str], cols: list[str], title: str,
-                  col_groups: list[tuple[str, int]] | None = None) -> Path:
-    """``png`` (a grid of ``len(rows) x len(cols)`` images, as :func:`scoresde.train.images.image_grid`
-    draws it) redrawn with matplotlib with ``rows``/``cols`` as tick labels, optional column groups
-    ``(label, number of columns)`` above the grid, and ``title``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from PIL import Image
-
-    img = np.asarray(Image.open(png).convert("L"))
-    cell_h, cell_w = (img.shape[0] - 2) / len(rows), (img.shape[1] - 2) / len(cols)
-    fig, ax = plt.subplots(figsize=(2 + img.shape[1] / 100, 1.5 + img.shape[0] / 100), dpi=100)
-    ax.imshow(img, cmap="gray", vmin=0, vmax=255)
-    ax.set_xticks([1 + cell_w * (j + 0.5) for j in range(len(cols))], cols, fontsize=7, rotation=90)
-    ax.set_yticks([1 + cell_h * (i + 0.5) for i in range(len(rows))], rows, fontsize=8)
-    ax.tick_params(length=0)
-    start = 0
-    for label, n in col_groups or []:
-        ax.annotate(label, xy=(1 + cell_w * (start + n / 2), 0), xytext=(0, 4), textcoords="offset points",
-                    ha="center", va="bottom", fontsize=9)
-        if start:
-            ax.axvline(1 + cell_w * start - 1, color="red", lw=1)
-        start += n
-    ax.set_title(title, pad=18 if col_groups else 6, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
-    return out
-
-
 def label_figures(out: Path, args: argparse.Namespace, per_scale: int = 4) -> list[Path]:
     """``guidance_labelled.png`` and ``inpaint_labelled.png`` from ``guidance.png`` and ``inpaint.png``."""
     scales = [float(w) for w in args.scales]
     groups = [(f"{kind} w={w:g}", per_scale) for kind in ("classifier", "classifier-free") for w in scales]
     cols = [f"#{j + 1}" for _ in groups for j in range(per_scale)]
-    guidance = labelled_grid(out / "guidance.png", out / "guidance_labelled.png",
-                             [f"class {k}" for k in range(10)], cols,
-                             "class-conditional samples per guidance scale (rows: the class asked for)",
-                             groups)
+    guidance = save_labelled_grid(
+        out / "guidance.png", out / "guidance_labelled.png", [f"class {k}" for k in range(10)], cols,
+        title="class-conditional samples per guidance scale (rows: the class asked for)", col_groups=groups)
     methods, shown = ["paper", "smc"], 10
     completions = [f"completion {j + 1}" for j in range(int(args.per_image))]
-    inpaint = labelled_grid(out / "inpaint.png", out / "inpaint_labelled.png",
-                            [f"{m} {i + 1}" for m in methods for i in range(shown)],
-                            ["input", *completions, "original"], "inpainting of the bottom half")
+    inpaint = save_labelled_grid(
+        out / "inpaint.png", out / "inpaint_labelled.png",
+        [f"{m} {i + 1}" for m in methods for i in range(shown)], ["input", *completions, "original"],
+        title="inpainting of the bottom half")
     return [guidance, inpaint]
 
 

@@ -101,6 +101,17 @@ def figure(out: Path, shown: int) -> Path:
     )
 
 
+def labelled_figure(out: Path, shown: int, tasks=TASKS) -> Path:
+    """``<out>/restoration_labelled.png``: :func:`figure`'s grid with its rows (task, digit) and columns
+    (original, the measurement as ``A^+ y``, then each method) labelled."""
+    from scoresde.evaluation.plot import save_labelled_grid
+
+    rows = [f"{name} {i + 1}" for name in tasks for i in range(shown)]
+    cols = ["original", "A^+ y", *(m for m in METHODS if m != "pinv")]
+    return save_labelled_grid(out / "restoration.png", out / "restoration_labelled.png", rows, cols,
+                              title="restorations of test digits")
+
+
 def _pm(spread: dict) -> str:
     return f"{spread['mean']:.3f} +- {spread.get('std') or 0.0:.3f}"
 
@@ -121,7 +132,12 @@ def main() -> None:
     ap.add_argument("--solver", default="em", choices=["em", "ddim"])
     ap.add_argument("--solver-args", nargs="*", default=[], help="e.g. solver.eta=1 solver.time_grid=logsnr")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/restoration"))
+    ap.add_argument("--labels-only", action="store_true",
+                    help="only redraw <out>/restoration_labelled.png from <out>/restoration.png")
     args = ap.parse_args()
+    if args.labels_only:
+        print(f"wrote {labelled_figure(args.out, args.shown)}")
+        return
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -134,7 +150,7 @@ def main() -> None:
         )
     )
     if set(args.tasks) == set(TASKS) and args.methods == METHODS:
-        print(f"wrote {figure(args.out, args.shown)}")
+        print(f"wrote {figure(args.out, args.shown)} {labelled_figure(args.out, args.shown)}")
     lines = [
         f"{args.images} test digits, {args.seed_sets} seed sets, solver {args.solver}, "
         f"{args.sampler_steps} steps {' '.join(args.solver_args)}, "

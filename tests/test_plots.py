@@ -49,3 +49,25 @@ def test_quality_vs_cost_report_writes_table_and_figure(tmp_path):
     table = (tmp_path / "table.md").read_text()
     assert "| vp | em | 100 steps | 101 | 1.0 | 9.30 +- 0.90 | 0.0100 +- 0.0020 |" in table
     assert _pixels(tmp_path / "quality_vs_nfe.png").shape == (600, 900, 3)
+
+
+def test_labelled_grid_keeps_the_images_and_adds_labels(tmp_path):
+    """A 2 x 3 grid redrawn with labels: the figure is larger than the grid, the labels (dark text) sit
+    left of and below the images, and a column group adds a red separator."""
+    import torch
+
+    from scoresde.evaluation.plot import save_labelled_grid
+    from scoresde.train.images import save_samples_png
+
+    x = torch.linspace(-1, 1, 6 * 64).reshape(6, 1, 8, 8)
+    grid = save_samples_png(x, tmp_path / "grid.png", levels=17, data_range=(-1.0, 1.0), nrow=3)
+    plain = save_labelled_grid(grid, tmp_path / "plain.png", ["row a", "row b"], ["c1", "c2", "c3"],
+                               title="a grid")
+    grouped = save_labelled_grid(grid, tmp_path / "grouped.png", ["row a", "row b"], ["c1", "c2", "c3"],
+                                 title="a grid", col_groups=[("first", 1), ("rest", 2)])
+    g, p, q = _pixels(grid), _pixels(plain), _pixels(grouped)
+    assert p.shape[0] > g.shape[0] and p.shape[1] > g.shape[1]
+    left = p[:, : p.shape[1] // 5]
+    assert (left.min(axis=2) < 100).sum() > 20  # the row labels
+    red = lambda img: ((img[..., 0] > 180) & (img[..., 1] < 80) & (img[..., 2] < 80)).sum()  # noqa: E731
+    assert red(p) == 0 and red(q) > 10

@@ -1,5 +1,5 @@
-"""Line charts as PNG with matplotlib (the ``plot`` extra: ``pip install 'scoresde[plot]'``): quality versus
-cost curves, with the spread over seed sets as error bars."""
+"""Figures as PNG with matplotlib (the ``plot`` extra: ``pip install 'scoresde[plot]'``): quality versus
+cost curves, with the spread over seed sets as error bars, and image grids with row and column labels."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["save_line_plot"]
+__all__ = ["save_labelled_grid", "save_line_plot"]
 
 
 def _finite_points(points: Sequence[Sequence[float]], logx: bool) -> list[tuple[float, float, float]]:
@@ -67,3 +67,38 @@ def save_line_plot(
     fig.savefig(tmp, format="png")
     tmp.replace(path)
     return path
+
+
+def save_labelled_grid(png: str | Path, path: str | Path, rows: Sequence[str], cols: Sequence[str], *,
+                       title: str = "", col_groups: Sequence[tuple[str, int]] = (), dpi: int = 100) -> Path:
+    """Redraw ``png``, a grid of ``len(rows) x len(cols)`` images as :func:`scoresde.train.images.image_grid`
+    draws it, with ``rows`` and ``cols`` as tick labels, optional column groups ``(label, number of
+    columns)`` above the grid (separated by red lines) and ``title``. Returns the path."""
+    try:
+        import numpy as np
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from PIL import Image
+    except ImportError:
+        raise ImportError("plots need matplotlib: pip install 'scoresde[plot]'") from None
+    img = np.asarray(Image.open(png).convert("L"))
+    cell_h, cell_w = (img.shape[0] - 2) / len(rows), (img.shape[1] - 2) / len(cols)
+    fig = Figure(figsize=(2 + img.shape[1] / dpi, 1.5 + img.shape[0] / dpi), dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.imshow(img, cmap="gray", vmin=0, vmax=255)
+    ax.set_xticks([1 + cell_w * (j + 0.5) for j in range(len(cols))], list(cols), fontsize=7, rotation=90)
+    ax.set_yticks([1 + cell_h * (i + 0.5) for i in range(len(rows))], list(rows), fontsize=8)
+    ax.tick_params(length=0)
+    start = 0
+    for label, n in col_groups:
+        ax.annotate(label, xy=(1 + cell_w * (start + n / 2), 0), xytext=(0, 4), textcoords="offset points",
+                    ha="center", va="bottom", fontsize=9)
+        if start:
+            ax.axvline(1 + cell_w * start - 1, color="red", lw=1)
+        start += n
+    if title:
+        ax.set_title(title, pad=18 if col_groups else 6, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    return Path(path)
