@@ -14,7 +14,7 @@ Reported: PSNR and SSIM against the originals, the measurement consistency ``||y
 (RMS residual when noiseless) and the Frechet distance in the digits classifier's feature space against the
 test split (``FD``), each mean +- std over the seed sets.
 
-    python benchmarks/restoration.py --ckpt /work/models/digits_main/checkpoints/last.ckpt [--images 50]
+    python benchmarks/restoration.py --ckpt <run>/checkpoints/last.ckpt [--images 50]
         [--seed-sets 3] [--sampler-steps 100] [--particles 8] [--out benchmarks/results/restoration]
 
 Writes ``<out>/restoration.json``, ``<out>/table.md``, each task's ``task=evaluate`` grid to
