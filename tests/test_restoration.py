@@ -222,6 +222,23 @@ def test_dps_and_pigdm_are_biased_but_informed(method, dim):
     assert dist < prior / (5 if dim == 2 else 1.4)
 
 
+@pytest.mark.parametrize("dim", [2, 16])
+@pytest.mark.slow
+def test_pigdm_ddim_algorithm(dim):
+    """PiGDM's Algorithm 1 (the guidance added to each DDIM step, VE-normalised weight m(t') m(t) r_t^2)
+    lands far closer to the exact posterior than the guided score on pc (measured, VP, sigma_y = 0.05, 200
+    ancestral DDIM steps on the uniform grid, seed 7: 1.36x the floor in 2-D, 1.99x in 16-D; the log-SNR
+    grid 1.30x and 6.39x); still an approximation, bounded here at 3x."""
+    sde, sigma_y = SDES["vp"], 0.05
+    gm, op, y, exact, floor, prior = restoration_problem(dim, sde, sigma_y)
+    sampler = DDIM(steps=200, eta=1.0, denoise=False)
+    x = pigdm(sampler, gm.score_fn(sde), sde, op, y, sigma_y, generator=_gen(7))
+    dist = _distance(x, exact)
+    print(f"pigdm ddim {dim}-D: SW2 {dist:.4f}, floor {floor:.4f} ({dist / floor:.2f}x; "
+          f"prior {prior / floor:.1f}x)")
+    assert dist < 3 * floor
+
+
 def test_sdedit_from_t0():
     """t0 = 1: the input is forgotten (prior draws of p_eps); small t0: the output stays near the input."""
     sde, gm = VPSDE(), GaussianMixture.random(2, 3, spread=0.8, seed=0)
