@@ -147,10 +147,11 @@ def sw(a, b):
     return sliced_wasserstein(a, b, num_projections=200, generator=_gen(0))
 
 
-def restoration_problem(dim, sde, sigma_y):
+def restoration_problem(dim, sde, sigma_y, n=N):
     """A mixture prior, an ill-posed operator (2-D: one row, rank 1; 16-D: 8 rows of rank 4), a measurement
-    of a prior draw, N copies of it, and the exact posterior of ``p_eps`` with two sets of N exact draws, the
-    noise floor (mean SW-2 between 4 pairs of exact draws) and the prior's distance to the exact draws."""
+    of a prior draw, ``n`` copies of it, and the exact posterior of ``p_eps`` with two sets of ``n`` exact draws,
+    the noise floor (mean SW-2 between 4 pairs of ``n`` exact draws) and the prior's distance to the exact
+    draws."""
     gm = GaussianMixture.random(dim, 3, std_range=(0.1, 0.6), spread=0.8 if dim == 2 else 0.5, seed=0)
     if dim == 2:
         a = torch.tensor([[1.0, 0.5]], dtype=torch.float64)
@@ -160,10 +161,10 @@ def restoration_problem(dim, sde, sigma_y):
     x = gm.sample(1, 0.0, sde, generator=_gen(3))
     y = (op(x) + sigma_y * torch.randn(1, op.out_dim, generator=_gen(4))).float()
     target = gm.diffused(sde.sampling_eps, sde).posterior(op, y[0], sigma_y)
-    draws = [target.sample(N, 0.0, sde, generator=_gen(100 + i)) for i in range(10)]
+    draws = [target.sample(n, 0.0, sde, generator=_gen(100 + i)) for i in range(10)]
     floor = sum(sw(draws[2 * i], draws[2 * i + 1]) for i in range(1, 5)) / 4
-    prior = gm.sample(N, sde.sampling_eps, sde, generator=_gen(1))
-    return gm, op, y.expand(N, -1).clone(), draws[:2], floor, _distance(prior, draws[:2])
+    prior = gm.sample(n, sde.sampling_eps, sde, generator=_gen(1))
+    return gm, op, y.expand(n, -1).clone(), draws[:2], floor, _distance(prior, draws[:2])
 
 
 def _distance(x, exact):
