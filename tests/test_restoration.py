@@ -187,9 +187,9 @@ def _distance(x, exact):
     # 0.84x (seed 8). 400 steps are no better at a fixed particle count (sub-VP noiseless, 2,000 rows: 8.01x
     # with 8, 4.40x with 32; 500 rows: 2.10x with 32, 1.51x with 128 (100 steps: 0.96x); vp 0.05 1.65x with
     # 32, 1.26x with 128 (100 steps: 1.21x)). The former pooled test (one population of 2 x 2,000 particles,
-    # 200 steps: 1.78-10.9x) compared draws that share ancestors (one resampled population) with independent
-    # exact draws, and its population collapses early onto few mixture-weight paths; one population per row
-    # gives independent draws, as the floor assumes. Asserted: 250 rows of 256 particles
+    # 200 steps: 1.78-10.9x over seeds 7-10) compared draws resampled from one population (shared ancestors)
+    # with independent exact draws; one population per row gives independent draws, as the floor assumes.
+    # Asserted: 250 rows of 256 particles
     # (the floor of 250 exact draws), 100 steps, ~20 s each; measured at seeds 7/8/9: sub-VP noiseless
     # 0.92/0.93/0.87x, vp 0.05 0.83/0.83/1.25x, vp 0.5 0.61/0.92/0.78x (the prior: 7.3x, 7.2x, 4.0x)
     (16, "subvp", 0.0, 256, 250, 100),

@@ -17,7 +17,9 @@ What each method assumes (and what it costs):
   ``tau_i`` to ``t``); the proposal is the reverse kernel ``N(mean(x_t), std^2)`` times the twist (or the
   likelihood at ``t_j``), the weight its normaliser over the previous twist, so the twists telescope and the
   weighted particles target the exact posterior ``p_eps(x | y)`` as ``particles -> inf`` (exact score, small
-  steps; the prior ``N(0, prior_std^2)`` at ``T``). Rows with the same measurement pool their particles, as
+  steps; the prior ``N(0, prior_std^2)`` at ``T``); at a finite ``particles`` it is biased, mostly in the
+  weights of the posterior's modes (on the 16-D oracle with 8 / 32 / 128 / 256 particles per row: 7.3 /
+  2.7 / 1.2 / ~0.9x the noise floor). Rows with the same measurement pool their particles, as
   :func:`~scoresde.conditional.impute` does (``pool=False``: a population per row). Needs a stochastic
   kernel: ``em`` (Euler), ``pc`` with ``corrector=none`` or ``ddim`` with ``eta > 0``.
 * :func:`dps`: diffusion posterior sampling (Chung, Kim, Mccann, Klasky, Ye, ICLR 2023, Algorithm 1): after
@@ -288,6 +290,17 @@ def mcgdiff(sampler: Sampler, score_fn: ScoreFn, sde: SDE, operator: LinearOpera
     return _finish(sampler, score_fn, sde, x, times[-1], operator, y if sigma_y == 0 else None)
 
 
+def _start(sampler: Sampler, sde: SDE, operator: LinearOperator, y: torch.Tensor, generator, seeds,
+           steps: int | None, desc: str, progress: bool):
+    """A guided reverse loop's start: the grid, the rows' noise source, the prior draw ``x_T`` and the grid's
+    step pairs (with one progress bar)."""
+    times = _times(sampler, sde, steps)
+    noise = NoiseSource(operator.in_shape, y.shape[0], generator=generator, seeds=seeds, device=y.device,
+                        dtype=y.dtype)
+    pairs = tqdm(list(zip(times[:-1], times[1:])), desc=desc, disable=not progress, leave=False)
+    return times, noise, sde.prior_std * noise(), pairs
+
+
 # --- DPS ---------------------------------------------------------------------------------------------------
 def dps(sampler: Sampler, score_fn: ScoreFn, sde: SDE, operator: LinearOperator, y: torch.Tensor, *,
         step_size: float = 1.0, generator: torch.Generator | None = None, seeds: Sequence[int] | None = None,
@@ -298,12 +311,9 @@ def dps(sampler: Sampler, score_fn: ScoreFn, sde: SDE, operator: LinearOperator,
     if not float(step_size) >= 0:
         raise ValueError(f"step_size must be >= 0, got {step_size}")
     predictor = _predictor(sampler, "dps")
-    times = _times(sampler, sde, steps)
-    noise = NoiseSource(operator.in_shape, y.shape[0], generator=generator, seeds=seeds, device=y.device,
-                        dtype=y.dtype)
-    x = sde.prior_std * noise()
-    for t, t_next in tqdm(list(zip(times[:-1], times[1:])), desc="restore dps", disable=not progress,
-                          leave=False):
+    times, noise, x, pairs = _start(sampler, sde, operator, y, generator, seeds, steps, "restore dps",
+                                    progress)
+    for t, t_next in pairs:
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             score = _at(score_fn, xg, t)
@@ -371,12 +381,9 @@ def _pigdm_ddim(sampler: DDIM, score_fn: ScoreFn, sde: SDE, operator: LinearOper
     ``x_{t'} = m(t') x0_hat + sqrt(s(t')^2 - sigma^2) z_hat + sigma z + weight m(t') m(t) r_t^2 g`` with
     ``g`` of :func:`_pigdm_guidance`. The factor ``m(t) r_t^2`` keeps the guidance bounded where
     ``J ~ 1 / m(t)`` is large (``t -> T``) and where ``r_t -> 0`` (``t -> eps``)."""
-    times = _times(sampler, sde, None)
-    noise = NoiseSource(operator.in_shape, y.shape[0], generator=generator, seeds=seeds, device=y.device,
-                        dtype=y.dtype)
-    x = sde.prior_std * noise()
-    for t, t_next in tqdm(list(zip(times[:-1], times[1:])), desc="restore pigdm", disable=not progress,
-                          leave=False):
+    times, noise, x, pairs = _start(sampler, sde, operator, y, generator, seeds, None, "restore pigdm",
+                                    progress)
+    for t, t_next in pairs:
         score, grad, r2 = _pigdm_guidance(score_fn, sde, operator, y, sigma_y, x,
                                           torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device))
         mean, std = _ddim_kernel(sampler.eta)(_fixed(score), sde, x, t, t_next)
