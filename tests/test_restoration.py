@@ -147,10 +147,11 @@ def sw(a, b):
     return sliced_wasserstein(a, b, num_projections=200, generator=_gen(0))
 
 
-def restoration_problem(dim, sde, sigma_y):
+def restoration_problem(dim, sde, sigma_y, n=N):
     """A mixture prior, an ill-posed operator (2-D: one row, rank 1; 16-D: 8 rows of rank 4), a measurement
-    of a prior draw, N copies of it, and the exact posterior of ``p_eps`` with two sets of N exact draws, the
-    noise floor (mean SW-2 between 4 pairs of exact draws) and the prior's distance to the exact draws."""
+    of a prior draw, ``n`` copies of it, and the exact posterior of ``p_eps`` with two sets of ``n`` exact
+    draws, the noise floor (mean SW-2 between 4 pairs of ``n`` exact draws: the same sample size as the
+    sampler's) and the prior's distance to the exact draws."""
     gm = GaussianMixture.random(dim, 3, std_range=(0.1, 0.6), spread=0.8 if dim == 2 else 0.5, seed=0)
     if dim == 2:
         a = torch.tensor([[1.0, 0.5]], dtype=torch.float64)
@@ -160,44 +161,53 @@ def restoration_problem(dim, sde, sigma_y):
     x = gm.sample(1, 0.0, sde, generator=_gen(3))
     y = (op(x) + sigma_y * torch.randn(1, op.out_dim, generator=_gen(4))).float()
     target = gm.diffused(sde.sampling_eps, sde).posterior(op, y[0], sigma_y)
-    draws = [target.sample(N, 0.0, sde, generator=_gen(100 + i)) for i in range(10)]
+    draws = [target.sample(n, 0.0, sde, generator=_gen(100 + i)) for i in range(10)]
     floor = sum(sw(draws[2 * i], draws[2 * i + 1]) for i in range(1, 5)) / 4
-    prior = gm.sample(N, sde.sampling_eps, sde, generator=_gen(1))
-    return gm, op, y.expand(N, -1).clone(), draws[:2], floor, _distance(prior, draws[:2])
+    prior = gm.sample(n, sde.sampling_eps, sde, generator=_gen(1))
+    return gm, op, y.expand(n, -1).clone(), draws[:2], floor, _distance(prior, draws[:2])
 
 
 def _distance(x, exact):
     return sum(sw(x, e) for e in exact) / len(exact)
 
 
-@pytest.mark.parametrize("dim,sde_name,sigma_y,pool,particles,bound", [
-    # each row its own population (independent draws), the ancestral kernel on the log-SNR grid, 200 steps.
-    # Measured over generator seeds 7-9: vp 0.05 0.85-1.06x with 8 particles; VE 0.5 1.32-1.61x (1.36x at 7).
-    # With pc's reverse-diffusion kernel on the uniform grid (seed 7): vp 0.05 1.15x (8 particles), 0.76x
-    # (32); sub-VP 0.5 1.49x (8), 1.26x (32); VE 0.5 1.54x (8)
-    (2, "vp", 0.05, False, 8, 1.5),
-    (2, "ve", 0.5, False, 8, 1.5),
-    # 16-D, rank 4 of 16, one pooled population of 2 N: NOT within 1.5x. Sub-VP noiseless over seeds 7-10:
-    # 1.78, 1.86, 10.9, 2.31x (a pooled population sometimes collapses onto the wrong weights); vp 0.05
-    # 3.4x, vp 0.5 4.7x, half-masked inpainting 2.6x (seed 7); 8 per row 7.9x. Asserted: well inside the
-    # prior's distance (~21x), and the measurement kept exactly
-    (16, "subvp", 0.0, True, 2, None),
+@pytest.mark.parametrize("dim,sde_name,sigma_y,particles,rows,steps", [
+    # each row its own population (independent draws), the ancestral kernel on the log-SNR grid.
+    # 2-D, 200 steps, measured over generator seeds 7-9: vp 0.05 0.85-1.06x with 8 particles; VE 0.5
+    # 1.32-1.61x (1.36x at 7). With pc's reverse-diffusion kernel on the uniform grid (seed 7): vp 0.05 1.15x
+    # (8 particles), 0.76x (32); sub-VP 0.5 1.49x (8), 1.26x (32); VE 0.5 1.54x (8)
+    (2, "vp", 0.05, 8, N, 200),
+    (2, "ve", 0.5, 8, N, 200),
+    # 16-D, rank 4 of 16 (8 rows): the bias is SMC's finite-particle bias, mostly in the posterior's
+    # mixture weights (vp 0.05, 500 rows, 128 particles, seed 8: 0.722 of the draws in the main component
+    # against 0.767; 256 particles: 0.768), and it falls toward the floor as particles grow. SW / floor,
+    # 100 steps, seed 7 (2,000 rows): sub-VP noiseless 7.29x (8 particles), 2.70x (32), 1.20x (128); vp
+    # 0.05 7.48x, 3.38x, 2.81x; vp 0.5 2.05x, 1.46x, 1.23x. 500 rows, 128 particles, seeds 7/8/9: sub-VP
+    # noiseless 0.96/1.07/1.10x, vp 0.05 1.21/1.69/1.89x, vp 0.5 0.93/0.99/0.74x; 256 particles vp 0.05
+    # 0.84x (seed 8). 400 steps are no better at a fixed particle count (sub-VP noiseless, 2,000 rows: 8.01x
+    # with 8, 4.40x with 32; 500 rows: 2.10x with 32, 1.51x with 128 (100 steps: 0.96x); vp 0.05 1.65x with
+    # 32, 1.26x with 128 (100 steps: 1.21x)). The former pooled test (one population of 2 x 2,000 particles,
+    # 200 steps: 1.78-10.9x over seeds 7-10) compared draws resampled from one population (shared ancestors)
+    # with independent exact draws; one population per row gives independent draws, as the floor assumes.
+    # Asserted: 250 rows of 256 particles
+    # (the floor of 250 exact draws), 100 steps, ~20 s each; measured at seeds 7/8/9: sub-VP noiseless
+    # 0.92/0.93/0.87x, vp 0.05 0.83/0.83/1.25x, vp 0.5 0.61/0.92/0.78x (the prior: 7.3x, 7.2x, 4.0x)
+    (16, "subvp", 0.0, 256, 250, 100),
+    (16, "vp", 0.05, 256, 250, 100),
+    (16, "vp", 0.5, 256, 250, 100),
 ])
 @pytest.mark.slow
-def test_smc_samples_the_exact_posterior(dim, sde_name, sigma_y, pool, particles, bound):
+def test_smc_samples_the_exact_posterior(dim, sde_name, sigma_y, particles, rows, steps):
     sde = SDES[sde_name]
-    gm, op, y, exact, floor, prior = restoration_problem(dim, sde, sigma_y)
-    sampler = DDIM(steps=200, eta=1.0, time_grid="logsnr", denoise=False)
-    x = mcgdiff(sampler, gm.score_fn(sde), sde, op, y, sigma_y, particles=particles, pool=pool,
+    gm, op, y, exact, floor, prior = restoration_problem(dim, sde, sigma_y, rows)
+    sampler = DDIM(steps=steps, eta=1.0, time_grid="logsnr", denoise=False)
+    x = mcgdiff(sampler, gm.score_fn(sde), sde, op, y, sigma_y, particles=particles, pool=False,
                 generator=_gen(7))
-    assert x.shape == (N, dim) and torch.isfinite(x).all()
+    assert x.shape == (rows, dim) and torch.isfinite(x).all()
     dist = _distance(x, exact)
     print(f"smc {dim}-D {sde_name} sigma_y={sigma_y}: SW2 {dist:.4f}, floor {floor:.4f} "
           f"({dist / floor:.2f}x; prior {prior / floor:.1f}x)")
-    if bound is not None:
-        assert dist <= bound * floor, f"SW2 {dist:.4f} vs noise floor {floor:.4f}"
-    else:
-        assert dist < prior / 4, f"SW2 {dist:.4f} vs the prior's {prior:.4f}"
+    assert dist <= 1.5 * floor, f"SW2 {dist:.4f} vs noise floor {floor:.4f}"
     if sigma_y == 0:
         torch.testing.assert_close(op(x), y, rtol=0, atol=1e-4)  # on {A x = y}
 
@@ -220,6 +230,23 @@ def test_dps_and_pigdm_are_biased_but_informed(method, dim):
           f"prior {prior / floor:.1f}x)")
     assert dist > 3 * floor  # biased (if this fails, the method became exact here: update the docs)
     assert dist < prior / (5 if dim == 2 else 1.4)
+
+
+@pytest.mark.parametrize("dim", [2, 16])
+@pytest.mark.slow
+def test_pigdm_ddim_algorithm(dim):
+    """PiGDM's Algorithm 1 (the guidance added to each DDIM step, VE-normalised weight m(t') m(t) r_t^2)
+    lands far closer to the exact posterior than the guided score on pc (measured, VP, sigma_y = 0.05, 200
+    ancestral DDIM steps on the uniform grid, seed 7: 1.36x the floor in 2-D, 1.99x in 16-D; the log-SNR
+    grid 1.30x and 6.39x); still an approximation, bounded here at 3x."""
+    sde, sigma_y = SDES["vp"], 0.05
+    gm, op, y, exact, floor, prior = restoration_problem(dim, sde, sigma_y)
+    sampler = DDIM(steps=200, eta=1.0, denoise=False)
+    x = pigdm(sampler, gm.score_fn(sde), sde, op, y, sigma_y, generator=_gen(7))
+    dist = _distance(x, exact)
+    print(f"pigdm ddim {dim}-D: SW2 {dist:.4f}, floor {floor:.4f} ({dist / floor:.2f}x; "
+          f"prior {prior / floor:.1f}x)")
+    assert dist < 3 * floor
 
 
 def test_sdedit_from_t0():
