@@ -214,3 +214,16 @@ def test_evaluate_bad_conditions_get_clear_errors_before_sampling(runs, tmp_path
     with pytest.raises(ConfigError, match="task=sample takes one value"):
         sample(runs, tmp_path, "condition=class", clf, "condition.scale=[1,2]")
     assert not (tmp_path / "condition.png").exists() and not (tmp_path / "metrics.json").exists()
+
+
+def test_refresh_rate_0_silences_the_conditional_samplers_bars(runs, tmp_path, capfd):
+    """``progress_bar_refresh_rate=0`` silences every bar (docs/app.md), the conditional tasks' too:
+    imputation, guidance and restoration draw theirs through the same setting."""
+    capfd.readouterr()
+    for i, cond in enumerate((["condition=inpaint", "condition.num_images=2", "condition.per_image=1"],
+                              ["condition=class", "condition.scale=1.0", "num_samples=4",
+                               f"condition.classifier={runs / 'clf' / 'classifier.pt'}"],
+                              ["condition=superres", "condition.num_images=2", "condition.method=dps"])):
+        sample(runs, tmp_path / str(i), "progress_bar_refresh_rate=0", *cond)
+    err = capfd.readouterr().err
+    assert "%|" not in err and "nfe/s" not in err and "it/s" not in err, err[-2000:]

@@ -44,7 +44,7 @@ from scoresde.train.build import plain
 from scoresde.train.distributed import is_global_zero
 from scoresde.train.images import save_samples_png
 
-from .common import ConfigError, datamodule_from_config, per_item_seeds
+from .common import ConfigError, datamodule_from_config, per_item_seeds, show_progress
 from .condition_inputs import make_mask, test_images, values_of
 from .restore import is_restoration, run_restoration
 
@@ -150,7 +150,7 @@ def _guided(cfg, cond, kind, model, solver):
     y = torch.tensor(labels, device=model.device).repeat_interleave(per_class)
     seeds = per_item_seeds(None, len(y), cfg.seed)
     x = solver.sample(score(y, scale), model.sde, (len(y), *model.data_shape), seeds=seeds,
-                      device=model.device, progress=True)
+                      device=model.device, progress=show_progress(cfg))
     return x.cpu(), per_class, {"labels": labels, "scale": scale, "nfe": solver.nfe,
                                 "tensors": {"samples": x.cpu(), "labels": y.cpu(), "seeds": seeds}}
 
@@ -182,14 +182,15 @@ def imputation_setup(cfg, cond, kind, model, solver, many: bool):
     return methods, transform, mask.to(model.device), dm
 
 
-def complete(cond, method, model, solver, originals, per_image, mask, transform, seeds, batch_size):
+def complete(cond, method, model, solver, originals, per_image, mask, transform, seeds, batch_size,
+             progress: bool = True):
     """``per_image`` completions of each original (rows in order), imputed in batches of whole images (the
-    rows of one image share an observation, which ``method=smc`` pools)."""
+    rows of one image share an observation, which ``method=smc`` pools); ``progress``: the samplers' bars."""
     known = originals.repeat_interleave(per_image, dim=0)
     step = max(1, int(batch_size) // per_image) * per_image
     parts = [impute(solver, model.score_fn, model.sde, known[a:a + step], mask, transform=transform,
                     method=method, seeds=seeds[a:a + step], particles=int(cond.get("particles", 16)),
-                    progress=True)
+                    progress=progress)
              for a in range(0, len(known), step)]
     return torch.cat(parts), known
 
@@ -232,7 +233,7 @@ def _inverse(cfg, cond, kind, model, solver):
     originals = test_images(dm, n, model.device)
     seeds = per_item_seeds(None, n * per_image, cfg.seed)
     x, known = complete(cond, method, model, solver, originals, per_image, mask, transform, seeds,
-                         int(cfg.sample_batch_size))
+                         int(cfg.sample_batch_size), progress=show_progress(cfg))
     rmse = completion_errors(x, known, mask, transform)
     rmse = rmse.get("rms_unknown_transformed", rmse["rms_unknown"])
     return completion_grid(x, originals, per_image, mask, transform), per_image + 2, {

@@ -40,7 +40,7 @@ from omegaconf import DictConfig
 from scoresde.evaluation import ClassifierFeatureExtractor
 from scoresde.train.distributed import is_global_zero
 
-from .common import ConfigError
+from .common import ConfigError, show_progress
 from .condition import (
     checked_condition,
     complete,
@@ -111,7 +111,7 @@ def _evaluate_guided(cfg, ecfg, cond, kind, model, solver, dm, extractor):
     for w in scales:
         log.info("condition=%s, scale %g: %d seed set(s) of %d per class for %d label(s)",
                  kind, w, len(seed_sets), per_class, len(labels))
-        x, stats = generate(model, solver, seeds, int(cfg.sample_batch_size), progress=True,
+        x, stats = generate(model, solver, seeds, int(cfg.sample_batch_size), progress=show_progress(cfg),
                             score_for=_towards(score, y, w, model.device))
         first[w] = x[: len(seed_sets[0])]
         grid.append(first[w].reshape(len(labels), per_class, *model.data_shape)[:, :cols])
@@ -171,7 +171,7 @@ def _evaluate_inverse(cfg, ecfg, cond, kind, model, solver, dm, extractor):
         sets, errors = [], []
         for seeds in seed_sets:
             x, known = complete(cond, method, model, solver, originals, per_image, mask, transform, seeds,
-                                 int(cfg.sample_batch_size))
+                                 int(cfg.sample_batch_size), progress=show_progress(cfg))
             sets.append(x.cpu())
             errors.append(completion_errors(x, known, mask, transform))
         first[method] = sets[0]

@@ -34,7 +34,7 @@ from scoresde.restoration import AveragePool, Colorization, GaussianBlur, Identi
 from scoresde.restoration.samplers import check_solver, dps, mcgdiff, pigdm, sdedit
 from scoresde.train.distributed import is_global_zero
 
-from .common import ConfigError, datamodule_from_config, per_item_seeds
+from .common import ConfigError, datamodule_from_config, per_item_seeds, show_progress
 from .condition_inputs import make_mask, test_images, values_of
 
 __all__ = [
@@ -185,14 +185,15 @@ def restore(
     t0: float,
     seeds: list[int],
     batch_size: int,
+    progress: bool = True,
 ) -> torch.Tensor:
     """Restorations of the rows of ``y`` with ``method``, in batches (whole groups of equal rows stay
-    together for ``smc`` when the batch allows)."""
+    together for ``smc`` when the batch allows); ``progress``: the samplers' bars."""
     args = (model.score_fn, model.sde, operator)
     out = []
     step = max(1, int(batch_size))
     for a in range(0, len(y), step):
-        yb, kw = y[a:a + step], {"seeds": seeds[a:a + step], "progress": True}
+        yb, kw = y[a:a + step], {"seeds": seeds[a:a + step], "progress": progress}
         if method == "pinv":
             x = operator.pinv(yb)
         elif method == "smc":
@@ -271,7 +272,8 @@ def run_restoration(cfg, cond, kind, model, solver, run_dir: Path):
     n = len(y)
     seeds = per_item_seeds(None, n * per_image, cfg.seed)
     ys = y.repeat_interleave(per_image, dim=0)
-    x = restore(method, cond, model, solver, operator, ys, sigma_y, t0, seeds, int(cfg.sample_batch_size))
+    x = restore(method, cond, model, solver, operator, ys, sigma_y, t0, seeds, int(cfg.sample_batch_size),
+                progress=show_progress(cfg))
     known = None if originals is None else originals.repeat_interleave(per_image, dim=0)
     metrics = restoration_metrics(x, known, operator, ys, sigma_y, tuple(model.hparams.data_range))
     npz = save_restoration_npz(x, model, run_dir, seeds)
@@ -340,7 +342,8 @@ def evaluate_restoration(cfg, ecfg, cond, kind, model, solver, dm, extractor):
         sets, scores = [], []
         for seeds in seed_sets:
             x = restore(
-                method, cond, model, solver, operator, ys, sigma_y, t0, seeds, int(cfg.sample_batch_size)
+                method, cond, model, solver, operator, ys, sigma_y, t0, seeds, int(cfg.sample_batch_size),
+                progress=show_progress(cfg),
             )
             sets.append(x.cpu())
             scores.append(restoration_metrics(x, known, operator, ys, sigma_y, tuple(hp.data_range)))
