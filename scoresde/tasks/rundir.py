@@ -50,9 +50,10 @@ RESULT_FILES = (
 
 
 def is_secondary_process() -> bool:
-    """True in a process started by a launcher for another rank (DDP re-runs the command): such a
-    process neither claims nor creates the run directory; rank 0 does."""
-    for var in ("LOCAL_RANK", "RANK", "NODE_RANK"):
+    """True in a process started by a launcher for another rank (DDP re-runs the command; SLURM starts one
+    task per rank, ``SLURM_PROCID``): such a process neither claims, locks nor creates the run directory;
+    rank 0 does."""
+    for var in ("LOCAL_RANK", "RANK", "NODE_RANK", "SLURM_PROCID"):
         if int(os.environ.get(var, "0") or 0) > 0:
             return True
     return False
